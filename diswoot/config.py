@@ -84,7 +84,9 @@ class Config:
     resolved_message: str = (
         "Your support ticket has been resolved. DM us again to reopen it."
     )
-    reopened_message: str = "Your support ticket has been reopened. An agent will be with you shortly."
+    reopened_message: str = (
+        "Your support ticket has been reopened. An agent will be with you shortly."
+    )
     greeting_enabled: bool = True
     greeting_message: str = (
         "Thanks for reaching out! A support agent will get back to you as soon as possible."
@@ -288,6 +290,8 @@ def parse_dotenv(text: str) -> dict[str, str]:
             value = rest[1:end] if end != -1 else rest[1:]
             if quote == '"':
                 value = value.replace("\\n", "\n")
+        elif rest.startswith("#"):
+            value = ""  # "KEY=   # comment"
         else:
             # an unquoted value ends at " #" (inline comment)
             value = re.split(r"\s+#", rest, maxsplit=1)[0].strip()

@@ -1,0 +1,242 @@
+"""Durable, per-lane ordered work queues.
+
+A job is stored in SQLite (unique per queue and dedupe key, e.g. a Discord or Chatwoot message
+id) *before* anything else happens to it; then it is scheduled in memory.  Jobs that share a
+*lane* (one Discord user, one Chatwoot conversation) run one at a time in the order they were
+stored; different lanes run concurrently.  A failed job is retried with capped exponential
+backoff at the head of its lane - there is no "N retries then drop": transient failures retry
+until they succeed, permanent failures are dead-lettered (kept, listed by ``diswoot queue``,
+re-queued by ``diswoot queue retry``).  After a restart, pending jobs continue where they
+stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+from diswoot.bridge.backoff import retry_delay
+from diswoot.store import Job, Store
+from diswoot.store import queries as q
+
+log = logging.getLogger("diswoot.jobs")
+
+RESCAN_SECONDS = 30.0
+
+
+class RetryLater(Exception):
+    """A transient failure (service unreachable, 5xx, 429): try the job again later."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class PermanentFailure(Exception):
+    """The job can never succeed as it is (e.g. a 4xx): dead-letter it, visibly."""
+
+
+JobHandler = Callable[[Job], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass
+class QueueCounters:
+    """What a queue did since start (exported as metrics)."""
+
+    submitted: int = 0
+    duplicates: int = 0
+    done: int = 0
+    retries: int = 0
+    dead: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class JobQueue:
+    """One named queue: persist, schedule per lane, run the handler, retry or bury."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        handler: JobHandler,
+        *,
+        concurrency: int = 64,
+        max_unexpected_failures: int = 8,
+        backoff: Callable[[int], float] = retry_delay,
+        clock: Callable[[], float] = time.time,
+        on_done: Callable[[Job, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self._handler = handler
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self._max_unexpected = max_unexpected_failures
+        self._backoff = backoff
+        self._clock = clock
+        self._on_done = on_done
+        self._lanes: dict[str, deque[Job]] = {}
+        self._due: dict[int, float] = {}  # job id -> trio time when it may run
+        self._active: set[str] = set()
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self.counters = QueueCounters()
+
+    # ------------------------------------------------------------------ public API
+    async def submit(
+        self, kind: str, dedupe_key: str, lane: str, payload: dict[str, Any]
+    ) -> Job | None:
+        """Persist a job and schedule it; None if the same key was stored before."""
+        job = await self.store.call(
+            q.add_job, self.name, dedupe_key, lane, kind, payload, self._clock()
+        )
+        if job is None:
+            self.counters.duplicates += 1
+            return None
+        self.counters.submitted += 1
+        self._schedule(job, due=trio.current_time())
+        return job
+
+    def wake(self) -> None:
+        """Retry every waiting job now (e.g. the remote service is reachable again)."""
+        self._wake.set()
+        self._wake = trio.Event()
+
+    @property
+    def depth(self) -> int:
+        """Jobs scheduled in memory (pending, including retries)."""
+        return sum(len(lane) for lane in self._lanes.values())
+
+    def oldest_created_at(self) -> float | None:
+        heads = [lane[0].created_at for lane in self._lanes.values() if lane]
+        return min(heads) if heads else None
+
+    async def run(
+        self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Load pending jobs, then process until ``stop``; in-flight jobs are finished."""
+        pending = await self.store.call(q.pending_jobs, self.name)
+        now_wall, now_trio = self._clock(), trio.current_time()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for job in pending:
+                if job.id not in self._due:
+                    delay = max(0.0, job.next_attempt_at - now_wall)
+                    self._schedule(job, due=now_trio + delay)
+            for lane in list(self._lanes):  # jobs submitted before run() started
+                self._start_lane(lane)
+            if pending:
+                log.info("%s queue: resuming %d pending job(s)", self.name, len(pending))
+            task_status.started()
+            while not stop.is_set():
+                with trio.move_on_after(RESCAN_SECONDS):
+                    await stop.wait()
+                if not stop.is_set():
+                    await self._rescan()
+            self._stopping = True
+            self.wake()
+        self._nursery = None
+
+    async def _rescan(self) -> None:
+        """Pick up pending rows not scheduled here (e.g. re-queued by ``diswoot queue retry``)."""
+        pending = await self.store.call(q.pending_jobs, self.name)
+        fresh = [job for job in pending if job.id not in self._due]
+        for job in fresh:
+            self._schedule(job, due=trio.current_time())
+        if fresh:
+            log.info("%s queue: picked up %d re-queued job(s)", self.name, len(fresh))
+
+    # ------------------------------------------------------------------ scheduling
+    def _schedule(self, job: Job, *, due: float) -> None:
+        self._due[job.id] = due
+        self._lanes.setdefault(job.lane, deque()).append(job)
+        self._start_lane(job.lane)
+
+    def _start_lane(self, lane: str) -> None:
+        if lane in self._active or self._nursery is None or self._stopping:
+            return
+        self._active.add(lane)
+        self._nursery.start_soon(self._run_lane, lane, name=f"{self.name}-lane")
+
+    async def _run_lane(self, lane: str) -> None:
+        try:
+            while not self._stopping:
+                jobs = self._lanes.get(lane)
+                if not jobs:
+                    self._lanes.pop(lane, None)
+                    return
+                job = jobs[0]
+                due = self._due.get(job.id, 0.0)
+                if trio.current_time() < due:
+                    with trio.move_on_at(due):
+                        await self._wake.wait()
+                    if self._stopping:
+                        return
+                    self._due[job.id] = 0.0
+                async with self._limiter:
+                    finished = await self._attempt(job)
+                if finished:
+                    jobs.popleft()
+                    self._due.pop(job.id, None)
+        finally:
+            self._active.discard(lane)
+
+    async def _attempt(self, job: Job) -> bool:
+        """Run the handler once; True when the job left the lane (done or dead)."""
+        started = trio.current_time()
+        try:
+            result = await self._handler(job)
+        except RetryLater as exc:
+            await self._retry(job, str(exc), exc.delay, kind="transient")
+            return False
+        except PermanentFailure as exc:
+            await self._bury(job, str(exc))
+            return True
+        except Exception as exc:  # a bug, or an unexpected answer: retry a few times, then bury
+            log.exception("%s job %s (%s) failed unexpectedly", self.name, job.id, job.kind)
+            if job.attempts + 1 >= self._max_unexpected:
+                await self._bury(job, f"{type(exc).__name__}: {exc}")
+                return True
+            await self._retry(job, f"{type(exc).__name__}: {exc}", None, kind="unexpected")
+            return False
+        await self.store.call(q.finish_job, job.id, self._clock(), result)
+        self.counters.done += 1
+        if self._on_done is not None:
+            self._on_done(job, trio.current_time() - started)
+        return True
+
+    async def _retry(self, job: Job, error: str, delay: float | None, *, kind: str) -> None:
+        attempts = job.attempts + 1
+        wait = delay if delay is not None else self._backoff(attempts)
+        await self.store.call(q.reschedule_job, job.id, error, self._clock() + wait, self._clock())
+        self.counters.retries += 1
+        self.counters.failures_by_kind[kind] = self.counters.failures_by_kind.get(kind, 0) + 1
+        # keep the in-memory copy's attempt count in step with the row
+        lane = self._lanes[job.lane]
+        lane[0] = _with_attempt(job, attempts, error)
+        self._due[job.id] = trio.current_time() + wait
+        log.warning(
+            "%s job %s (%s) failed (attempt %d), retrying in %.1fs: %s",
+            self.name, job.id, job.kind, attempts, wait, error,
+        )
+
+    async def _bury(self, job: Job, error: str) -> None:
+        await self.store.call(q.bury_job, job.id, error, self._clock())
+        self.counters.dead += 1
+        self.counters.failures_by_kind["permanent"] = (
+            self.counters.failures_by_kind.get("permanent", 0) + 1
+        )
+        log.error(
+            "%s job %s (%s) dead-lettered: %s (see `diswoot queue`)",
+            self.name, job.id, job.kind, error,
+        )
+
+
+def _with_attempt(job: Job, attempts: int, error: str) -> Job:
+    return replace(job, attempts=attempts, last_error=error)

@@ -1,0 +1,103 @@
+"""The SQLite store: one connection, used only from worker threads, one call at a time.
+
+Every query is a plain synchronous function ``fn(db, *args)`` (see :mod:`diswoot.store.queries`)
+run through :meth:`Store.call`, which hops to a worker thread with ``trio.to_thread`` so the trio
+loop never blocks on disk.  A ``CapacityLimiter(1)`` serialises all use of the connection.
+
+Durability: WAL with ``synchronous=NORMAL`` survives a crash or SIGKILL of the daemon (every
+committed transaction is in the WAL); after a power loss the last few commits may be lost, which
+the gateway backfill and the Chatwoot reconciliation sweep recover.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from diswoot.store.schema import MIGRATIONS
+
+log = logging.getLogger("diswoot.store")
+
+T = TypeVar("T")
+
+
+class Store:
+    """Async front of one SQLite connection."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db = db
+        self._lane = trio.CapacityLimiter(1)
+        self.path = path
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(db, *args, **kwargs)`` in a worker thread, one at a time."""
+        return await trio.to_thread.run_sync(
+            partial(fn, self._db, *args, **kwargs), limiter=self._lane
+        )
+
+
+def connect(
+    path: str, *, factory: type[sqlite3.Connection] = sqlite3.Connection
+) -> sqlite3.Connection:
+    """Open (creating parent directories) and configure a connection; run migrations."""
+    if path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None, timeout=30, factory=factory
+    )
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=30000")
+    migrate(db)
+    return db
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    row = db.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(db: sqlite3.Connection, migrations: list[list[str]] | None = None) -> int:
+    """Apply every migration newer than ``PRAGMA user_version``; idempotent."""
+    current = schema_version(db)
+    for version, statements in enumerate(MIGRATIONS if migrations is None else migrations, 1):
+        if version <= current:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                db.execute(statement)
+            # PRAGMA cannot take parameters; version is our own integer.
+            db.execute(f"PRAGMA user_version = {int(version)}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.info("database schema migrated to version %d", version)
+        current = version
+    return current
+
+
+# Tests swap this for a connection class that checks which thread runs each statement.
+CONNECTION_FACTORY: type[sqlite3.Connection] = sqlite3.Connection
+
+
+@asynccontextmanager
+async def open_store(path: str | Path) -> AsyncIterator[Store]:
+    """Open the database at ``path`` (migrated) for the duration of the block."""
+    spath = str(path)
+    db = await trio.to_thread.run_sync(partial(connect, spath, factory=CONNECTION_FACTORY))
+    try:
+        yield Store(db, spath)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(db.close)

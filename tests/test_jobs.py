@@ -1,0 +1,166 @@
+"""Durable job queues: dedupe, per-lane order, retry forever, dead letters, restart."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
+from diswoot.store import Job, open_store
+from diswoot.store import queries as q
+
+
+def instant(_attempt: int) -> float:
+    return 0.001
+
+
+async def run_until(queue: JobQueue, done: trio.Event) -> None:
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue.run, stop)
+            await done.wait()
+            stop.set()
+
+
+async def test_duplicates_are_stored_once(tmp_path: Path) -> None:
+    handled: list[str] = []
+    done = trio.Event()
+
+    async def handler(job: Job) -> None:
+        handled.append(job.dedupe_key)
+        if len(handled) == 2:
+            done.set()
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        assert await queue.submit("message", "m1", "u1", {}) is not None
+        assert await queue.submit("message", "m1", "u1", {}) is None
+        assert await queue.submit("message", "m2", "u1", {}) is not None
+        await run_until(queue, done)
+        assert handled == ["m1", "m2"]
+        assert queue.counters.duplicates == 1 and queue.counters.done == 2
+
+
+async def test_lanes_keep_order_and_run_concurrently(tmp_path: Path) -> None:
+    seen: dict[str, list[int]] = defaultdict(list)
+    running = 0
+    peak = 0
+    done = trio.Event()
+    total = 3 * 20
+
+    async def handler(job: Job) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await trio.sleep(0.001)
+        seen[job.lane].append(job.payload["n"])
+        running -= 1
+        if sum(map(len, seen.values())) == total:
+            done.set()
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        for n in range(20):
+            for lane in ("a", "b", "c"):
+                await queue.submit("message", f"{lane}{n}", lane, {"n": n})
+        await run_until(queue, done)
+    assert all(order == list(range(20)) for order in seen.values())
+    assert peak > 1  # lanes overlapped
+    assert peak <= 3  # never two jobs of one lane at once
+
+
+async def test_transient_failures_retry_until_success_in_order(tmp_path: Path) -> None:
+    attempts: dict[str, int] = defaultdict(int)
+    order: list[str] = []
+    done = trio.Event()
+
+    async def handler(job: Job) -> dict[str, Any]:
+        attempts[job.dedupe_key] += 1
+        if job.dedupe_key == "first" and attempts["first"] < 5:
+            raise RetryLater("chatwoot unreachable")
+        order.append(job.dedupe_key)
+        if len(order) == 2:
+            done.set()
+        return {"ok": True}
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        await queue.submit("message", "first", "u", {})
+        await queue.submit("message", "second", "u", {})
+        await run_until(queue, done)
+        assert order == ["first", "second"]  # the second waited behind the retrying first
+        assert attempts["first"] == 5 and queue.counters.retries == 4
+        rows = await store.call(q.list_jobs, ("done",))
+        assert {j.dedupe_key: j.attempts for j in rows} == {"first": 5, "second": 1}
+
+
+async def test_permanent_failures_are_dead_lettered_and_the_lane_moves_on(tmp_path: Path) -> None:
+    done = trio.Event()
+
+    async def handler(job: Job) -> None:
+        if job.dedupe_key == "bad":
+            raise PermanentFailure("Chatwoot answered 422: invalid")
+        done.set()
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        await queue.submit("message", "bad", "u", {})
+        await queue.submit("message", "good", "u", {})
+        await run_until(queue, done)
+        dead = await store.call(q.list_jobs, ("dead",))
+        assert [(j.dedupe_key, j.last_error) for j in dead] == [
+            ("bad", "Chatwoot answered 422: invalid")
+        ]
+
+
+async def test_unexpected_errors_retry_a_few_times_then_bury(tmp_path: Path) -> None:
+    calls = 0
+    third = trio.Event()
+
+    async def handler(job: Job) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            third.set()
+        raise ValueError("bug")
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant, max_unexpected_failures=3)
+        await queue.submit("message", "x", "u", {})
+        await run_until(queue, third)  # stopping lets the in-flight attempt finish
+        dead = await store.call(q.list_jobs, ("dead",))
+        assert [(j.dedupe_key, j.last_error) for j in dead] == [("x", "ValueError: bug")]
+        assert calls == 3
+
+
+async def test_pending_jobs_survive_a_restart_and_requeued_dead_ones_are_picked_up(
+    tmp_path: Path,
+) -> None:
+    handled: list[str] = []
+    done = trio.Event()
+
+    async def handler(job: Job) -> None:
+        handled.append(job.dedupe_key)
+        if len(handled) == 2:
+            done.set()
+
+    async with open_store(tmp_path / "t.db") as store:
+        # stored by an earlier daemon that stopped before processing them
+        await store.call(q.add_job, "inbound", "a", "u", "message", {}, 1.0)
+        dead = await store.call(q.add_job, "inbound", "b", "u", "message", {}, 2.0)
+        assert dead is not None
+        await store.call(q.bury_job, dead.id, "gave up", 3.0)
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        stop = trio.Event()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(queue.run, stop)
+                await store.call(q.requeue_dead, 4.0)  # `diswoot queue retry`
+                await queue._rescan()  # what run() does every RESCAN_SECONDS
+                await done.wait()
+                stop.set()
+    assert handled == ["a", "b"]

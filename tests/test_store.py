@@ -1,0 +1,139 @@
+"""SQLite store: migrations, queries, and the thread discipline."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import trio
+
+from diswoot.store import open_store
+from diswoot.store import queries as q
+from diswoot.store.db import connect, migrate, schema_version
+from diswoot.store.schema import MIGRATIONS
+
+
+def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    db = connect(str(tmp_path / "a.db"))
+    assert schema_version(db) == len(MIGRATIONS)
+    assert migrate(db) == len(MIGRATIONS)  # nothing left to do
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    again = connect(str(tmp_path / "a.db"))
+    assert schema_version(again) == len(MIGRATIONS)
+    again.close()
+
+
+def test_an_older_schema_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, MIGRATIONS[:1])
+    db.execute(
+        "INSERT INTO users (discord_id, created_at, updated_at) VALUES ('42', 1.0, 1.0)"
+    )
+    newer = [*MIGRATIONS, ["ALTER TABLE users ADD COLUMN locale TEXT"]]
+    assert migrate(db, newer) == len(newer)
+    row = db.execute("SELECT discord_id, locale FROM users").fetchone()
+    assert row == ("42", None)
+    assert migrate(db, newer) == len(newer)
+
+
+def test_failed_migration_rolls_back(tmp_path: Path) -> None:
+    db = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
+    migrate(db, MIGRATIONS)
+    broken = [*MIGRATIONS, ["CREATE TABLE extra (id INTEGER)", "THIS IS NOT SQL"]]
+    try:
+        migrate(db, broken)
+    except sqlite3.OperationalError:
+        pass
+    assert schema_version(db) == len(MIGRATIONS)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "extra" not in tables
+
+
+async def test_calls_run_off_the_trio_thread(tmp_path: Path) -> None:
+    trio_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def probe(db: sqlite3.Connection) -> int:
+        seen.append(threading.get_ident())
+        return int(db.execute("SELECT 1").fetchone()[0])
+
+    async with open_store(tmp_path / "nested" / "dir" / "t.db") as store:
+        assert await store.call(probe) == 1
+    assert seen and trio_thread not in seen
+    assert (tmp_path / "nested" / "dir" / "t.db").exists()
+
+
+async def test_user_and_conversation_queries(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "t.db") as store:
+        user = await store.call(q.upsert_user, "42", 10.0, dm_channel_id="900", username="alice")
+        assert user.dm_channel_id == "900" and user.contact_id is None
+        await store.call(q.set_user_contact, "42", 55, "src-1", 11.0)
+        await store.call(q.upsert_user, "42", 12.0, display_name="Alice")
+        user = await store.call(q.get_user, "42")
+        assert user is not None
+        assert (user.username, user.display_name, user.contact_id) == ("alice", "Alice", 55)
+        assert (await store.call(q.user_by_channel, "900")) == user
+        assert await store.call(q.mark_greeted, "42", 13.0) is True
+        assert await store.call(q.mark_greeted, "42", 14.0) is False
+        await store.call(q.note_last_message, "42", "1000", 15.0)
+        await store.call(q.note_last_message, "42", "999", 15.0)  # older id: ignored
+        await store.call(q.note_last_message, "42", "10000", 15.0)  # compares as integers
+        user = await store.call(q.get_user, "42")
+        assert user is not None and user.last_message_id == "10000"
+
+        conv = await store.call(q.upsert_conversation, 7, "42", 20.0, status="open")
+        assert conv.status == "open" and conv.status_at == 20.0
+        assert await store.call(q.change_conversation_status, 7, "resolved", 21.0) == "open"
+        assert await store.call(q.change_conversation_status, 99, "open", 21.0) is None
+        conv = await store.call(q.upsert_conversation, 7, "42", 22.0, uuid="u-1")
+        assert conv.status == "resolved" and conv.uuid == "u-1"
+        assert await store.call(q.mark_ooo_notified, 7, 23.0) is True
+        assert await store.call(q.mark_ooo_notified, 7, 24.0) is False
+        await store.call(q.set_closed_by_user, 7, 25.0)
+        assert await store.call(q.take_closed_by_user, 7) is True
+        assert await store.call(q.take_closed_by_user, 7) is False
+
+
+async def test_jobs_links_csat_and_kv(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "t.db") as store:
+        job = await store.call(q.add_job, "inbound", "m1", "42", "message", {"a": 1}, 1.0)
+        assert job is not None and job.payload == {"a": 1} and job.state == "pending"
+        assert await store.call(q.add_job, "inbound", "m1", "42", "message", {}, 2.0) is None
+        assert await store.call(q.job_exists, "inbound", "m1")
+        assert await store.call(q.reschedule_job, job.id, "boom", 9.0, 3.0) == 1
+        await store.call(q.bury_job, job.id, "gone", 4.0)
+        listed = await store.call(q.list_jobs)
+        assert [(j.id, j.state, j.last_error) for j in listed] == [(job.id, "dead", "gone")]
+        stats = await store.call(q.queue_stats)
+        assert stats["inbound"].dead == 1 and stats["inbound"].pending == 0
+        back = await store.call(q.requeue_dead, 5.0)
+        assert [j.id for j in back] == [job.id] and back[0].state == "pending"
+        await store.call(q.finish_job, job.id, 6.0, {"chatwoot_message_id": 9})
+        assert await store.call(q.pending_jobs, "inbound") == []
+        assert await store.call(q.prune_done_jobs, 7.0) == 1
+
+        await store.call(q.add_link, "d1", 9, 7, "900", "in", 1.0)
+        await store.call(q.add_link, "d1", 9, 7, "900", "in", 1.0)  # idempotent
+        assert len(await store.call(q.links_for_chatwoot, 9)) == 1
+        assert (await store.call(q.links_for_discord, "d1"))[0].chatwoot_message_id == 9
+
+        assert await store.call(q.save_csat, 7, "42", 5, "great", 1.0) is True
+        assert await store.call(q.save_csat, 7, "42", 1, None, 2.0) is False
+        await store.call(q.mark_csat_submitted, 7, 3.0)
+        csat = await store.call(q.get_csat, 7)
+        assert csat is not None and (csat.rating, csat.submitted_at) == (5, 3.0)
+
+        await store.call(q.set_value, "k", {"x": [1, 2]})
+        assert await store.call(q.get_value, "k") == {"x": [1, 2]}
+        assert await store.call(q.get_value, "missing") is None
+
+
+async def test_concurrent_calls_are_serialised(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "t.db") as store:
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(store.call, q.add_job, "q", f"k{i}", "l", "k", {}, float(i))
+        assert len(await store.call(q.pending_jobs, "q")) == 50

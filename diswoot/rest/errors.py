@@ -1,0 +1,46 @@
+"""Exceptions raised by :class:`diswoot.rest.client.DiscordRest`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DiscordHTTPError(Exception):
+    """Discord answered with an error status; ``code`` is Discord's JSON error code."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int | None,
+        message: str,
+        route: str,
+        errors: dict[str, Any] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.route = route
+        self.errors = errors
+        code_text = f" code {code}" if code is not None else ""
+        super().__init__(f"{route}: HTTP {status}{code_text}: {message}")
+
+    @property
+    def permanent(self) -> bool:
+        """True for 4xx other than 429: retrying the same request cannot succeed."""
+        return 400 <= self.status < 500 and self.status != 429
+
+
+class DiscordRateLimited(DiscordHTTPError):
+    """A 429 that must not be retried now (Cloudflare ban, or too many 429s in a row)."""
+
+    def __init__(self, message: str, route: str, retry_after: float | None) -> None:
+        super().__init__(429, None, message, route)
+        self.retry_after = retry_after
+
+
+class DiscordUnavailable(Exception):
+    """Network failure or 5xx that persisted through the retries; transient."""
+
+    def __init__(self, message: str, route: str) -> None:
+        self.route = route
+        super().__init__(f"{route}: {message}")

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 RESUMABLE_CLOSE = 4000  # any code but 1000/1001 keeps the session alive
 CLOSE_TIMEOUT = 5.0
+ABORT_CLOSE_TIMEOUT = 0.2
 IDENTIFY_SPACING = 5.0  # seconds between identifies, whatever max_concurrency says
 STABLE_SESSION = 30.0  # a session this old resets the backoff
 DEFAULT_INTENTS = 1 << 12 | 1 << 14  # DIRECT_MESSAGES | DIRECT_MESSAGE_TYPING
@@ -222,6 +223,7 @@ class _Runner:
                 self._settings.max_message_size,
             ) as ws:
                 self._status.connects += 1
+                aborted = True
                 try:
                     end = await GatewayConnection(
                         ws,
@@ -233,9 +235,13 @@ class _Runner:
                         stop=self._stop,
                         on_identify=self._gate.record,
                     ).run()
+                    aborted = False
                 finally:
-                    # trio-websocket would close with 1000, which ends the session
-                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    # trio-websocket would close with 1000, which ends the session.  When we
+                    # are being cancelled the reader is gone and the server's answer to our
+                    # close frame can never be read: send the frame, don't wait long for it.
+                    wait = ABORT_CLOSE_TIMEOUT if aborted else CLOSE_TIMEOUT
+                    with trio.CancelScope(shield=True), trio.move_on_after(wait):
                         await ws.aclose(RESUMABLE_CLOSE)
         except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
             if end is not None:

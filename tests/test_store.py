@@ -137,3 +137,45 @@ async def test_concurrent_calls_are_serialised(tmp_path: Path) -> None:
             for i in range(50):
                 nursery.start_soon(store.call, q.add_job, "q", f"k{i}", "l", "k", {}, float(i))
         assert len(await store.call(q.pending_jobs, "q")) == 50
+
+
+async def test_queued_calls_share_one_thread_hop_and_keep_their_own_results(
+    tmp_path: Path,
+) -> None:
+    def boom(db: sqlite3.Connection) -> None:
+        raise ValueError("bad query")
+
+    results: dict[int, object] = {}
+
+    async def one(i: int) -> None:
+        if i == 3:
+            try:
+                await store.call(boom)
+            except ValueError as exc:
+                results[i] = exc
+            return
+        job = await store.call(q.add_job, "q", f"k{i}", "l", "k", {}, float(i))
+        results[i] = job.id if job else None
+
+    async with open_store(tmp_path / "t.db") as store:
+        before = store.batches
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+        hops = store.batches - before
+    assert isinstance(results.pop(3), ValueError)  # one failure does not spoil the batch
+    assert sorted(v for v in results.values() if isinstance(v, int)) == list(range(1, 20))
+    assert hops < 20  # calls queued while a batch ran were taken together
+
+
+async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "t.db") as store:
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(store.call, q.add_job, "q", f"k{i}", "l", "k", {}, 1.0)
+            await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+        stored = await store.call(q.pending_jobs, "q")
+        # nothing half-done: every stored job is complete and the store still works
+        assert all(job.dedupe_key.startswith("k") for job in stored)
+        assert await store.call(q.add_job, "q", "after", "l", "k", {}, 2.0) is not None

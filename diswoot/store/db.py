@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import outcome
 import trio
 
 from diswoot.store.schema import MIGRATIONS
@@ -28,19 +29,70 @@ log = logging.getLogger("diswoot.store")
 T = TypeVar("T")
 
 
+class _Call:
+    """One queued store call and, once run, its outcome."""
+
+    __slots__ = ("done", "fn", "result", "taken")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.taken = False
+        self.result: outcome.Outcome[Any] | None = None
+        self.done = trio.Event()
+
+
+def _run_batch(batch: list[_Call]) -> None:
+    """Worker thread: run queued calls in order; each keeps its own outcome."""
+    for item in batch:
+        item.result = outcome.capture(item.fn)
+
+
 class Store:
-    """Async front of one SQLite connection."""
+    """Async front of one SQLite connection.
+
+    Calls queue up in arrival order; whoever holds the (fair) lane takes *every* queued call
+    and runs them in one worker-thread hop.  Under load that turns N thread hops into one
+    while each call keeps its own transaction and its own result or exception.
+    """
 
     def __init__(self, db: sqlite3.Connection, path: str) -> None:
         self._db = db
-        self._lane = trio.CapacityLimiter(1)
+        self._lane = trio.Lock()
+        self._queued: list[_Call] = []
         self.path = path
+        self.batches = 0  # thread hops so far (observability, benchmark)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(db, *args, **kwargs)`` in a worker thread, one at a time."""
-        return await trio.to_thread.run_sync(
-            partial(fn, self._db, *args, **kwargs), limiter=self._lane
-        )
+        """Run ``fn(db, *args, **kwargs)`` in a worker thread, serialised with all others."""
+        item = _Call(partial(fn, self._db, *args, **kwargs))
+        self._queued.append(item)
+        try:
+            async with self._lane:
+                if not item.taken:
+                    await self._run_queued()
+        except trio.Cancelled:
+            if not item.taken:  # never ran: forget it
+                self._queued.remove(item)
+                raise
+            with trio.CancelScope(shield=True):  # it ran or is running: let it finish
+                await item.done.wait()
+            raise
+        assert item.result is not None
+        return cast(T, item.result.unwrap())
+
+    async def _run_queued(self) -> None:
+        batch, self._queued = self._queued, []
+        for item in batch:
+            item.taken = True
+        self.batches += 1
+        try:
+            # abandon_on_cancel=False: a cancelled caller still waits for the thread to finish
+            await trio.to_thread.run_sync(_run_batch, batch)
+        finally:
+            for item in batch:
+                if item.result is None:
+                    item.result = outcome.Error(RuntimeError("store call did not run"))
+                item.done.set()
 
 
 def connect(

@@ -570,6 +570,7 @@ def apply_status_event(
     status: str,
     now: float,
     closed_by_user_window: float,
+    last_activity_at: float | None = None,
 ) -> tuple[bool, str | None, bool]:
     """Record a status from a webhook, atomically; returns ``(changed, previous, by_user)``.
 
@@ -578,6 +579,13 @@ def apply_status_event(
     command may have recorded "resolved" before the webhook came); that flag is consumed here.
     """
     with transaction(db):
+        if last_activity_at is not None:
+            db.execute(
+                """UPDATE conversations
+                   SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?)
+                   WHERE conversation_id = ?""",
+                (last_activity_at, conversation_id),
+            )
         row = db.execute(
             "SELECT status, closed_by_user_at FROM conversations WHERE conversation_id = ?",
             (conversation_id,),

@@ -1,0 +1,403 @@
+"""Discord DMs -> Chatwoot incoming messages: stored first, delivered exactly once, in order.
+
+The router hands every user DM to :meth:`InboundBridge.accept_message`, which only stores a job
+(keyed by the Discord message id, so a replayed gateway event is stored once) in the
+``inbound`` queue, laned by the author: one user's DMs are delivered one at a time in order,
+different users concurrently.  :meth:`InboundBridge.handle` then delivers it:
+
+1. working hours (the inbox's, evaluated at receipt): deny mode -> out-of-office notice, no
+   Chatwoot call; allow mode -> delivered, plus one out-of-office notice per ticket;
+2. contact and conversation (:class:`~diswoot.bridge.tickets.Tickets`, cached: the steady
+   state costs one Chatwoot call per DM, the POST of the message);
+3. POST the message as ``incoming`` with ``source_id`` = the Discord message id.  Chatwoot does
+   not dedupe, so the attempt is written down first; a later attempt (after a timeout, a 5xx or
+   a crash) first looks for a message with that ``source_id`` in the conversation;
+4. the link (Discord id <-> Chatwoot id), then the confirm reaction - so it means "delivered" -
+   and the greeting (once per user) and out-of-office notices through the outbound queue.
+
+Chatwoot unreachable -> retried until it is back (the user is told once per outage that the
+message is saved); any other 4xx -> dead-lettered with the reason.  Edits and deletions of
+forwarded DMs become private notes on the forwarded message, in the same lane.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from diswoot.bridge import embeds
+from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
+from diswoot.bridge.outbound import OutboundBridge
+from diswoot.bridge.tickets import ContactGone, ConversationChoice, Tickets
+from diswoot.chatwoot.errors import (
+    ChatwootError,
+    ChatwootNotFound,
+    ChatwootUnavailable,
+    ChatwootUnprocessable,
+)
+from diswoot.chatwoot.hours import WorkingHours
+from diswoot.chatwoot.models import InboxConfig
+from diswoot.context import Context
+from diswoot.gateway.events import MessageCreate, MessageDelete, MessageUpdate, TypingStart
+from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
+from diswoot.store import Job
+from diswoot.store import queries as q
+
+log = logging.getLogger("diswoot.inbound")
+
+QUEUE = "inbound"
+KIND_MESSAGE, KIND_EDIT, KIND_DELETE = "message", "edit", "delete"
+CONCURRENCY = 32
+MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
+LIST_PAGE = 100  # GET messages?after= returns at most this many
+THROTTLE_DELAY = 60.0
+
+
+class InboundBridge:
+    """The inbound half of the bridge (see the module docstring)."""
+
+    def __init__(self, ctx: Context, outbound: OutboundBridge) -> None:
+        self.ctx = ctx
+        self.outbound = outbound
+        self.tickets = Tickets(ctx)
+        self.queue = JobQueue(ctx.store, QUEUE, self.handle, concurrency=CONCURRENCY)
+        self._told_saved: set[str] = set()  # users told "saved" during the current outage
+
+    # ------------------------------------------------------------------ gateway side
+    async def accept_message(self, event: MessageCreate) -> None:
+        """Store the DM as a job (no network call); a duplicate is ignored."""
+        payload = {"message": event.data, "received_at": self.ctx.clock()}
+        job = await self.queue.submit(KIND_MESSAGE, event.id, event.author_id, payload)
+        if job is not None:
+            self.ctx.metrics.dms_received.inc()
+
+    async def accept_edit(self, event: MessageUpdate) -> None:
+        """Store an edit of a DM; it becomes a private note if the DM was forwarded."""
+        edited_at = event.data.get("edited_timestamp")
+        if not edited_at or "content" not in event.data:
+            return  # an embed unfurl or similar, not an edit by the user
+        payload = {
+            "message_id": event.id,
+            "channel_id": event.channel_id,
+            "content": event.content,
+            "edited_at": edited_at,
+        }
+        await self.queue.submit(KIND_EDIT, f"edit:{event.id}:{edited_at}", event.author_id, payload)
+
+    async def accept_delete(self, event: MessageDelete) -> None:
+        """Store a deletion of a DM, in the lane of the DM's author (if we know them)."""
+        lane = await self.ctx.store.call(q.job_lane, QUEUE, event.id)
+        if lane is None:
+            user = await self.ctx.store.call(q.user_by_channel, event.channel_id)
+            if user is None:
+                return  # not a DM we ever handled
+            lane = user.discord_id
+        payload = {"message_id": event.id, "channel_id": event.channel_id}
+        await self.queue.submit(KIND_DELETE, f"delete:{event.id}", lane, payload)
+
+    def user_typing(self, event: TypingStart) -> None:
+        """Typing indicators are not forwarded yet (issue 8 adds them); nothing to record."""
+
+    def session_started(self, nursery: trio.Nursery) -> None:
+        """A fresh gateway session; the backfill of missed DMs arrives with issue 8."""
+
+    async def start_background(self, nursery: trio.Nursery, stop: trio.Event) -> None:
+        """The inbound bridge has no background task: its queue is run by the service."""
+
+    # ------------------------------------------------------------------ delivery
+    async def handle(self, job: Job) -> dict[str, Any] | None:
+        """Deliver one stored job (the queue's handler)."""
+        try:
+            if job.kind == KIND_MESSAGE:
+                return await self._deliver_message(job)
+            if job.kind in (KIND_EDIT, KIND_DELETE):
+                return await self._annotate(job)
+        except ChatwootUnavailable as exc:
+            if job.kind == KIND_MESSAGE:
+                await self._tell_saved(job, str(exc))
+            raise RetryLater(str(exc)) from exc
+        except ChatwootError as exc:
+            if _throttled(exc):  # 200 messages per minute per conversation: transient
+                raise RetryLater(str(exc), delay=THROTTLE_DELAY) from exc
+            raise PermanentFailure(f"Chatwoot refused {job.kind} {job.dedupe_key}: {exc}") from exc
+        except DiscordRateLimited as exc:
+            raise RetryLater(str(exc), delay=exc.retry_after) from exc
+        except DiscordHTTPError as exc:
+            if not exc.permanent:
+                raise RetryLater(str(exc)) from exc
+            raise PermanentFailure(f"Discord refused {job.kind} {job.dedupe_key}: {exc}") from exc
+        except DiscordUnavailable as exc:
+            raise RetryLater(str(exc)) from exc
+        raise PermanentFailure(f"unknown inbound job kind {job.kind!r}")
+
+    async def _deliver_message(self, job: Job) -> dict[str, Any]:
+        data: dict[str, Any] = job.payload["message"]
+        message_id, channel_id = str(data["id"]), str(data["channel_id"])
+        author: dict[str, Any] = data["author"]
+        discord_id = str(author["id"])
+        received_at = float(job.payload.get("received_at") or self.ctx.clock())
+        inbox = await self.tickets.inbox()
+        hours = WorkingHours.from_inbox(inbox.raw) if inbox else WorkingHours.always_open()
+        received = datetime.fromtimestamp(received_at, UTC)
+        outside = not hours.is_open(received)
+        links = await self.ctx.store.call(q.links_for_discord, message_id)
+        link = next((lk for lk in links if lk.direction == "in"), None)
+        if link is not None:
+            conversation_id, chatwoot_id = link.conversation_id, link.chatwoot_message_id
+            choice = None
+        else:
+            if outside and not self.ctx.cfg.outside_hours_behavior:
+                await self._out_of_office(
+                    discord_id, inbox, hours, f"ooo:{message_id}", conversation_id=None
+                )
+                return {"outcome": "denied_outside_hours"}
+            choice, posted = await self._route_and_post(job, author, data, outside)
+            conversation_id, chatwoot_id = choice.conversation_id, int(posted["id"])
+            await self._record_delivery(data, choice, chatwoot_id, received_at)
+        self._told_saved.discard(discord_id)
+
+        await self._confirm(channel_id, message_id)
+        await self._greet(discord_id, inbox, conversation_id)
+        if outside:
+            await self._out_of_office_once(discord_id, inbox, hours, conversation_id)
+        result: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "chatwoot_message_id": chatwoot_id,
+        }
+        if choice is not None:
+            result.update(created=choice.created, reopened=choice.reopened)
+        return result
+
+    async def _record_delivery(
+        self,
+        data: dict[str, Any],
+        choice: ConversationChoice,
+        chatwoot_id: int,
+        received_at: float,
+    ) -> None:
+        """Link the DM to its Chatwoot message; note the activity; count it."""
+        store, now = self.ctx.store, self.ctx.clock()
+        message_id, channel_id = str(data["id"]), str(data["channel_id"])
+        discord_id, conversation_id = str(data["author"]["id"]), choice.conversation_id
+        await store.call(
+            q.add_link, message_id, chatwoot_id, conversation_id, channel_id, "in", now
+        )
+        await store.call(q.touch_conversation, conversation_id, now)
+        if choice.reopened:  # Chatwoot reopens a resolved/snoozed conversation on a new DM
+            await store.call(q.change_conversation_status, conversation_id, "open", now)
+        await store.call(q.upsert_user, discord_id, now, dm_channel_id=channel_id)
+        await store.call(q.note_last_message, discord_id, message_id, now)
+        self.ctx.metrics.dms_forwarded.inc()
+        self.ctx.metrics.delivery_latency.labels("inbound").observe(max(0.0, now - received_at))
+
+    async def _route_and_post(
+        self, job: Job, author: dict[str, Any], data: dict[str, Any], outside: bool
+    ) -> tuple[ConversationChoice, dict[str, Any]]:
+        """Contact, conversation, POST; re-created when Chatwoot lost them underneath us."""
+        discord_id, message_id = str(author["id"]), str(data["id"])
+        for _ in range(MAX_ROUTE_ATTEMPTS):
+            await self.tickets.ensure_contact(author)
+            try:
+                choice = await self.tickets.conversation_for_message(
+                    discord_id, outside_hours=outside
+                )
+            except ContactGone:
+                continue
+            conversation_id = choice.conversation_id
+            try:
+                posted = await self._post_once(
+                    job,
+                    conversation_id,
+                    source_id=message_id,
+                    content=_content(data),
+                    message_type="incoming",
+                    content_attributes=await self._reply_attributes(data, conversation_id),
+                )
+            except ChatwootNotFound:
+                await self.tickets.forget_conversation(discord_id, conversation_id)
+                continue
+            return choice, posted
+        raise PermanentFailure(
+            f"Chatwoot keeps losing the contact/conversation of user {discord_id} (404 after "
+            f"re-creating it {MAX_ROUTE_ATTEMPTS} times); check CHATWOOT_ACCOUNT_ID/INBOX_ID"
+        )
+
+    async def _post_once(
+        self, job: Job, conversation_id: int, *, source_id: str, **fields: Any
+    ) -> dict[str, Any]:
+        """POST a message at most once per job, although Chatwoot has no idempotency.
+
+        The attempt (conversation, newest known message id) is stored in the job before the
+        POST; if it is there already, an earlier attempt may have succeeded unseen, so the
+        conversation is searched for our ``source_id`` first.
+        """
+        store = self.ctx.store
+        attempt = job.payload.get("posting")
+        if attempt is not None:
+            found = await self._find_posted(
+                int(attempt["conversation_id"]), source_id, attempt.get("after")
+            )
+            if found is not None:
+                log.info("%s %s is in Chatwoot already (%s)", job.kind, source_id, found["id"])
+                return found
+        after = await store.call(q.newest_linked_chatwoot_message, conversation_id)
+        job.payload["posting"] = {"conversation_id": conversation_id, "after": after}
+        await store.call(q.update_job_payload, job.id, job.payload)
+        return await self.ctx.chatwoot.create_message(
+            conversation_id, source_id=source_id, **fields
+        )
+
+    async def _find_posted(
+        self, conversation_id: int, source_id: str, after: int | None
+    ) -> dict[str, Any] | None:
+        """The message with ``source_id`` posted after message ``after`` (None: latest 20)."""
+        try:
+            while True:
+                page = await self.ctx.chatwoot.list_messages(conversation_id, after=after)
+                for message in page:
+                    if message.get("source_id") == source_id:
+                        return message
+                if after is None or len(page) < LIST_PAGE:
+                    return None
+                after = max(int(m["id"]) for m in page)
+        except ChatwootNotFound:
+            return None
+
+    async def _reply_attributes(
+        self, data: dict[str, Any], conversation_id: int
+    ) -> dict[str, Any] | None:
+        """``in_reply_to`` for a Discord reply (to a linked message, or by external id)."""
+        reference = data.get("message_reference") or {}
+        target = reference.get("message_id")
+        if not target or reference.get("type", 0) != 0:
+            return None  # not a reply (type 1 is a forward)
+        links = await self.ctx.store.call(q.links_for_discord, str(target))
+        same = [lk for lk in links if lk.conversation_id == conversation_id]
+        if same:
+            return {"in_reply_to": same[0].chatwoot_message_id}
+        return {"in_reply_to_external_id": str(target)}
+
+    async def _annotate(self, job: Job) -> dict[str, Any]:
+        """An edit or a deletion of a forwarded DM -> a private note replying to it."""
+        message_id = str(job.payload["message_id"])
+        links = await self.ctx.store.call(q.links_for_discord, message_id)
+        link = next((lk for lk in links if lk.direction == "in"), None)
+        if link is None:
+            return {"outcome": "not_forwarded"}
+        if job.kind == KIND_EDIT:
+            text = f"✏️ edited: {job.payload['content']}"
+        else:
+            text = "🗑️ deleted: the user deleted this message in Discord"
+        try:
+            note = await self._post_once(
+                job,
+                link.conversation_id,
+                source_id=job.dedupe_key,
+                content=text,
+                message_type="outgoing",
+                private=True,
+                content_attributes={"in_reply_to": link.chatwoot_message_id},
+            )
+        except ChatwootNotFound:
+            return {"outcome": "conversation_deleted"}
+        return {"conversation_id": link.conversation_id, "chatwoot_message_id": int(note["id"])}
+
+    # ------------------------------------------------------------------ user-facing effects
+    async def _confirm(self, channel_id: str, message_id: str) -> None:
+        """React with CONFIRM_EMOJI (blank: disabled) once Chatwoot has the message."""
+        emoji = self.ctx.cfg.confirm_emoji
+        if not emoji:
+            return
+        try:
+            await self.ctx.discord.add_reaction(channel_id, message_id, emoji)
+        except DiscordHTTPError as exc:
+            if not exc.permanent:
+                raise
+            log.warning("could not react to DM %s: %s", message_id, exc)
+
+    async def _greet(
+        self, discord_id: str, inbox: InboxConfig | None, conversation_id: int
+    ) -> None:
+        """The greeting, once per user: the inbox's, else GREETING_MESSAGE if enabled."""
+        user = await self.tickets.user(discord_id)
+        if user is None or user.greeted_at is not None:
+            return
+        text = _greeting_text(self.ctx, inbox)
+        if text:
+            await self.outbound.send_notice(
+                discord_id,
+                {"embeds": [embeds.greeting_embed(self.ctx.cfg, text)]},
+                dedupe_key=f"greeting:{discord_id}",
+                conversation_id=conversation_id,
+            )
+        await self.ctx.store.call(q.mark_greeted, discord_id, self.ctx.clock())
+
+    async def _out_of_office(
+        self,
+        discord_id: str,
+        inbox: InboxConfig | None,
+        hours: WorkingHours,
+        dedupe_key: str,
+        conversation_id: int | None,
+    ) -> None:
+        """The out-of-office notice: the inbox's text (else the fallback) and next opening."""
+        now = datetime.fromtimestamp(self.ctx.clock(), UTC)
+        text = (inbox.out_of_office_message if inbox else None) or (
+            self.ctx.cfg.outside_hours_fallback_message
+        )
+        embed = embeds.out_of_office_embed(self.ctx.cfg, text, hours.next_opening(now))
+        await self.outbound.send_notice(
+            discord_id, {"embeds": [embed]}, dedupe_key=dedupe_key, conversation_id=conversation_id
+        )
+
+    async def _out_of_office_once(
+        self, discord_id: str, inbox: InboxConfig | None, hours: WorkingHours, conversation_id: int
+    ) -> None:
+        """Allow mode: one out-of-office notice per ticket."""
+        conv = await self.ctx.store.call(q.get_conversation, conversation_id)
+        if conv is None or conv.ooo_notified_at is not None:
+            return
+        await self._out_of_office(
+            discord_id, inbox, hours, f"ooo:conv:{conversation_id}", conversation_id
+        )
+        await self.ctx.store.call(q.mark_ooo_notified, conversation_id, self.ctx.clock())
+
+    async def _tell_saved(self, job: Job, error: str) -> None:
+        """Chatwoot is down: tell the user once per outage that their message is saved."""
+        discord_id = job.lane
+        if self.ctx.health.report_chatwoot_failure(error, self.ctx.clock()):
+            self._told_saved.clear()  # a new outage
+        if discord_id in self._told_saved:
+            return
+        self._told_saved.add(discord_id)
+        await self.outbound.send_notice(
+            discord_id,
+            {"embeds": [embeds.saved_for_later_embed(self.ctx.cfg)]},
+            dedupe_key=f"saved:{job.dedupe_key}",
+        )
+
+
+def _throttled(exc: ChatwootError) -> bool:
+    """Chatwoot's per-conversation message rate limit (a 422 "Too many messages")."""
+    return isinstance(exc, ChatwootUnprocessable) and "Too many messages" in str(exc.body)
+
+
+def _greeting_text(ctx: Context, inbox: InboxConfig | None) -> str | None:
+    if inbox is not None and inbox.greeting_enabled and inbox.greeting_message:
+        return inbox.greeting_message
+    if ctx.cfg.greeting_enabled and ctx.cfg.greeting_message:
+        return ctx.cfg.greeting_message
+    return None
+
+
+def _content(data: dict[str, Any]) -> str:
+    """The text of a DM for Chatwoot: its content plus what it carries besides text."""
+    lines = [str(data.get("content") or "")] if data.get("content") else []
+    for attachment in data.get("attachments") or []:
+        lines.append(f"📎 {attachment.get('filename', 'file')}: {attachment.get('url', '')}")
+    for sticker in data.get("sticker_items") or []:
+        lines.append(f"[sticker: {sticker.get('name', '?')}]")
+    return "\n".join(lines) or "(empty message)"

@@ -1,0 +1,424 @@
+"""Who a Discord user is in Chatwoot, and which conversation ("ticket") their DMs go to.
+
+Shared by the inbound bridge (every DM) and the commands (``/status``, ``/close``,
+``/reopen``).  The contact and the current conversation are cached in SQLite (``users`` and
+``conversations``), so in the steady state nothing here calls Chatwoot:
+
+* the contact (identifier ``discord:{id}``) is created once; a 422 means it exists already, so
+  it is looked up by exact identifier (the search endpoint is rate-limited and fuzzy, hence only
+  then) and linked to our inbox;
+* a conversation whose known status is ``open``/``pending`` is used as is.  A stale "open" is
+  harmless: Chatwoot reopens a resolved or snoozed conversation when an incoming message
+  arrives.  Resolved/snoozed ones are reopened (lock_to_single_conversation on, or within
+  ``REOPEN_WINDOW_HOURS`` of the last activity, 0 = always) by that same incoming message -
+  no toggle call, which would also assign the ticket to the token's user - or replaced by a new
+  conversation; before abandoning one, its state is re-read from Chatwoot so a stale local view
+  never opens a second ticket.  A conversation deleted in Chatwoot (404) is recreated.
+
+Status and last activity are kept fresh by the webhooks (:meth:`Tickets.note_status`) and by the
+DMs themselves.  Per-user locks keep a command and a DM of the same user from racing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from diswoot.chatwoot.errors import ChatwootError, ChatwootNotFound, ChatwootUnprocessable
+from diswoot.chatwoot.models import InboxConfig
+from diswoot.context import Context
+from diswoot.plugins.base import DiscordUser, Enrichment
+from diswoot.store import Conversation, User
+from diswoot.store import queries as q
+
+log = logging.getLogger("diswoot.tickets")
+
+DISCORD_CDN = "https://cdn.discordapp.com"
+CLOSED_STATUSES = frozenset({"resolved", "snoozed"})
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class ConversationChoice:
+    """Where a DM goes: ``created`` = a new conversation, ``reopened`` = a closed one reused."""
+
+    conversation_id: int
+    created: bool
+    reopened: bool
+    previous_status: str | None
+
+
+class NoTicket(Exception):
+    """The user has no Chatwoot contact yet (they never DMed the bot)."""
+
+
+class ContactGone(Exception):
+    """Chatwoot no longer knows the cached contact; the cache was cleared, ensure it again."""
+
+
+def contact_identifier(discord_id: str) -> str:
+    return f"discord:{discord_id}"
+
+
+def display_name(user: dict[str, Any]) -> str:
+    """Global (display) name, else username, else the id."""
+    return str(user.get("global_name") or user.get("username") or user["id"])
+
+
+def avatar_url(user: dict[str, Any]) -> str | None:
+    avatar = user.get("avatar")
+    if not avatar:
+        return None
+    ext = "gif" if str(avatar).startswith("a_") else "png"
+    return f"{DISCORD_CDN}/avatars/{user['id']}/{avatar}.{ext}"
+
+
+def contact_attributes(user: dict[str, Any]) -> dict[str, Any]:
+    """The custom attributes every Diswoot contact carries (contract: "Contact attributes")."""
+    return {
+        "discord_id": str(user["id"]),
+        "discord_username": str(user.get("username") or ""),
+        "discord_display_name": display_name(user),
+        "source": "discord",
+    }
+
+
+class _KeyedLocks:
+    """One lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (trio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Tickets:
+    """Contacts and conversations of Discord users, cached in SQLite."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._locks = _KeyedLocks()
+
+    # ------------------------------------------------------------------ helpers
+    async def inbox(self) -> InboxConfig | None:
+        """The cached inbox settings (fetched only while the cache is cold)."""
+        return self.ctx.inbox.current or await self.ctx.inbox.get()
+
+    async def user(self, discord_id: str) -> User | None:
+        return await self.ctx.store.call(q.get_user, discord_id)
+
+    # ------------------------------------------------------------------ contacts
+    async def ensure_contact(self, user: dict[str, Any]) -> tuple[int, str]:
+        """The Chatwoot (contact_id, source_id) of a Discord user object; cached."""
+        discord_id = str(user["id"])
+        username, name = str(user.get("username") or ""), display_name(user)
+        store, now = self.ctx.store, self.ctx.clock()
+        async with self._locks.hold(discord_id):
+            row = await store.call(q.get_user, discord_id)
+            if row is not None and row.contact_id is not None and row.source_id:
+                renamed = (row.username, row.display_name) != (username, name)
+                if renamed and user.get("username"):  # a full user object, with news
+                    await self._refresh_contact(
+                        row.contact_id, name=name, custom_attributes=contact_attributes(user)
+                    )
+                    await store.call(
+                        q.upsert_user, discord_id, now, username=username, display_name=name
+                    )
+                return row.contact_id, row.source_id
+            await store.call(q.upsert_user, discord_id, now, username=username, display_name=name)
+            if row is not None and row.contact_id is not None:
+                contact_id = row.contact_id
+                source_id = await self.ctx.chatwoot.create_contact_inbox(contact_id)
+            else:
+                contact_id, source_id = await self._create_or_find(user)
+            await store.call(q.set_user_contact, discord_id, contact_id, source_id, now)
+            log.info("user %s is Chatwoot contact %d", discord_id, contact_id)
+            return contact_id, source_id
+
+    async def _create_or_find(self, user: dict[str, Any]) -> tuple[int, str]:
+        chatwoot = self.ctx.chatwoot
+        identifier = contact_identifier(str(user["id"]))
+        enrichment = await self._enrich(user)
+        attributes = {**enrichment.custom_attributes, **contact_attributes(user)}
+        fields: dict[str, Any] = {
+            "name": display_name(user),
+            "identifier": identifier,
+            "avatar_url": avatar_url(user),
+            "custom_attributes": attributes,
+        }
+        try:
+            contact = await chatwoot.create_contact(email=enrichment.email, **fields)
+        except ChatwootUnprocessable:
+            found = await chatwoot.find_contact_by_identifier(identifier)
+            if found is not None:
+                return await self._adopt(found, attributes)
+            if enrichment.email is None:
+                raise
+            # The identifier is free, so the plugin's email belongs to another contact.
+            log.warning("email of user %s belongs to another contact; creating without", user["id"])
+            contact = await chatwoot.create_contact(**fields)
+        source_id = contact.source_id or await chatwoot.create_contact_inbox(contact.id)
+        return contact.id, source_id
+
+    async def _adopt(
+        self, contact: dict[str, Any], attributes: dict[str, Any]
+    ) -> tuple[int, str]:
+        """Use an existing contact (created earlier, or by the web widget); link our inbox.
+
+        Its name is kept (the other channel may know a better one); our attributes are merged.
+        """
+        contact_id = int(contact["id"])
+        log.info("contact %s exists already (id %d); linking it", contact["identifier"], contact_id)
+        await self._refresh_contact(contact_id, custom_attributes=attributes)
+        for link in contact.get("contact_inboxes") or []:
+            inbox = link.get("inbox") or {}
+            if inbox.get("id") == self.ctx.chatwoot.inbox_id and link.get("source_id"):
+                return contact_id, str(link["source_id"])
+        return contact_id, await self.ctx.chatwoot.create_contact_inbox(contact_id)
+
+    async def _refresh_contact(self, contact_id: int, **fields: Any) -> None:
+        """Best effort: update the contact (Chatwoot merges custom attributes)."""
+        try:
+            await self.ctx.chatwoot.update_contact(contact_id, **fields)
+        except ChatwootError as exc:
+            log.warning("could not update contact %d: %s", contact_id, exc)
+
+    async def _enrich(self, user: dict[str, Any]) -> Enrichment:
+        """Plugin enrichment (the registry skips a failing or slow plugin, never raises)."""
+        who = DiscordUser(
+            id=str(user["id"]),
+            username=str(user.get("username") or ""),
+            global_name=user.get("global_name") or None,
+            avatar_url=avatar_url(user),
+        )
+        return await self.ctx.plugins.enrich(who)
+
+    # ------------------------------------------------------------------ conversations
+    async def conversation_for_message(
+        self, discord_id: str, *, outside_hours: bool
+    ) -> ConversationChoice:
+        """The conversation a new DM goes to (reused, reopened or created)."""
+        async with self._locks.hold(discord_id):
+            user = await self._contact_user(discord_id)
+            previous: str | None = None
+            if user.conversation_id is not None:
+                choice, previous = await self._reuse(discord_id, user.conversation_id)
+                if choice is not None:
+                    return choice
+            return await self._create(user, outside_hours=outside_hours, previous=previous)
+
+    async def _reuse(
+        self, discord_id: str, conversation_id: int
+    ) -> tuple[ConversationChoice | None, str | None]:
+        """(choice, None) to keep the mapped conversation, (None, its status) to replace it."""
+        conv = await self.ctx.store.call(q.get_conversation, conversation_id)
+        verified = False
+        if conv is None or conv.status is None:
+            conv, verified = await self._fetch(discord_id, conversation_id), True
+        while conv is not None:
+            status = conv.status
+            if status not in CLOSED_STATUSES:
+                return ConversationChoice(conversation_id, False, False, status), None
+            if await self._may_reopen(conv):
+                return ConversationChoice(conversation_id, False, True, status), None
+            if verified:
+                return None, status
+            conv, verified = await self._fetch(discord_id, conversation_id), True
+        return None, None
+
+    async def _may_reopen(self, conv: Conversation) -> bool:
+        inbox = await self.inbox()
+        window = self.ctx.cfg.reopen_window_hours
+        if (inbox is not None and inbox.lock_to_single_conversation) or window <= 0:
+            return True
+        last = conv.last_activity_at or conv.status_at or conv.created_at
+        return self.ctx.clock() - last <= window * HOUR
+
+    async def _fetch(self, discord_id: str, conversation_id: int) -> Conversation | None:
+        """Re-read a conversation from Chatwoot into the store; None when it was deleted."""
+        try:
+            data = await self.ctx.chatwoot.get_conversation(conversation_id)
+        except ChatwootNotFound:
+            await self.forget_conversation(discord_id, conversation_id)
+            return None
+        return await self._remember(discord_id, data)
+
+    async def _remember(self, discord_id: str, data: dict[str, Any]) -> Conversation:
+        last = data.get("last_activity_at")
+        return await self.ctx.store.call(
+            q.upsert_conversation,
+            int(data["id"]),
+            discord_id,
+            self.ctx.clock(),
+            status=data.get("status"),
+            last_activity_at=float(last) if isinstance(last, int | float) else None,
+            uuid=data.get("uuid"),
+        )
+
+    async def _create(
+        self, user: User, *, outside_hours: bool, previous: str | None
+    ) -> ConversationChoice:
+        """Start a conversation (with a locked inbox Chatwoot hands back the last one)."""
+        assert user.contact_id is not None and user.source_id is not None
+        store, discord_id = self.ctx.store, user.discord_id
+        try:
+            data = await self.ctx.chatwoot.create_conversation(
+                contact_id=user.contact_id,
+                source_id=user.source_id,
+                status="pending" if outside_hours else "open",
+            )
+        except ChatwootNotFound as exc:
+            await store.call(q.forget_user_contact, discord_id, self.ctx.clock())
+            raise ContactGone(f"contact {user.contact_id} of user {discord_id} is gone") from exc
+        conversation_id = int(data["id"])
+        known = await store.call(q.get_conversation, conversation_id)
+        conv = await self._remember(discord_id, data)
+        await store.call(q.set_user_conversation, discord_id, conversation_id, self.ctx.clock())
+        if known is not None:  # lock_to_single_conversation: Chatwoot returned the last one
+            return ConversationChoice(
+                conversation_id, False, conv.status in CLOSED_STATUSES, conv.status
+            )
+        log.info("user %s: new conversation %d (%s)", discord_id, conversation_id, conv.status)
+        return ConversationChoice(conversation_id, True, False, previous)
+
+    async def forget_conversation(self, discord_id: str, conversation_id: int) -> None:
+        """The conversation was deleted in Chatwoot: the next DM starts a new one."""
+        user = await self.ctx.store.call(q.get_user, discord_id)
+        if user is not None and user.conversation_id == conversation_id:
+            log.warning("conversation %d of user %s was deleted", conversation_id, discord_id)
+            await self.ctx.store.call(q.set_user_conversation, discord_id, None, self.ctx.clock())
+
+    async def _contact_user(self, discord_id: str) -> User:
+        user = await self.ctx.store.call(q.get_user, discord_id)
+        if user is None or user.contact_id is None or not user.source_id:
+            raise NoTicket(f"user {discord_id} has no Chatwoot contact yet")
+        return user
+
+    # ------------------------------------------------------------------ for the commands
+    async def current(self, discord_id: str, *, refresh: bool = False) -> Conversation | None:
+        """The user's current conversation as stored (``refresh``: re-read from Chatwoot).
+
+        Raises :class:`ChatwootNotFound` (after forgetting it) when it was deleted.
+        """
+        user = await self.ctx.store.call(q.get_user, discord_id)
+        if user is None or user.conversation_id is None:
+            return None
+        conv = await self.ctx.store.call(q.get_conversation, user.conversation_id)
+        if conv is not None and not refresh:
+            return conv
+        try:
+            data = await self.ctx.chatwoot.get_conversation(user.conversation_id)
+        except ChatwootNotFound:
+            await self.forget_conversation(discord_id, user.conversation_id)
+            raise
+        return await self._remember(discord_id, data)
+
+    async def reopen(self, discord_id: str, *, note: str | None = None) -> ConversationChoice:
+        """``/reopen``: set the current conversation open, by the smart-reopen rules.
+
+        Beyond the reopen window (lock_to_single_conversation off), or when the conversation
+        is gone, a new one is started instead.  ``note`` is posted as a private note for the
+        agents.  Raises :class:`NoTicket` when the user has no contact yet.
+        """
+        async with self._locks.hold(discord_id):
+            user = await self._contact_user(discord_id)
+            choice: ConversationChoice | None = None
+            previous: str | None = None
+            expired = False
+            if user.conversation_id is not None:
+                conv = await self.ctx.store.call(q.get_conversation, user.conversation_id)
+                expired = (
+                    conv is not None
+                    and conv.status in CLOSED_STATUSES
+                    and not await self._may_reopen(conv)
+                )
+                previous = conv.status if conv is not None else None
+            if user.conversation_id is not None and not expired:
+                try:
+                    status = await self.ctx.chatwoot.toggle_status(user.conversation_id, "open")
+                except ChatwootNotFound:
+                    await self.forget_conversation(discord_id, user.conversation_id)
+                else:
+                    previous = await self._record_status(discord_id, user.conversation_id, status)
+                    reopened = previous != status
+                    choice = ConversationChoice(user.conversation_id, False, reopened, previous)
+            if choice is None:
+                choice = await self._create(user, outside_hours=False, previous=previous)
+            if note:
+                await self._note(choice.conversation_id, note)
+            return choice
+
+    async def resolve(self, discord_id: str, *, note: str | None = None) -> int | None:
+        """``/close``: resolve the current conversation; its id, or None if there is none.
+
+        The "closed by the user" flag is set *before* toggling, so the ``resolved`` webhook
+        does not send a second notice.  Raises :class:`ChatwootNotFound` when it was deleted.
+        """
+        async with self._locks.hold(discord_id):
+            user = await self.ctx.store.call(q.get_user, discord_id)
+            if user is None or user.conversation_id is None:
+                return None
+            conversation_id, store, now = user.conversation_id, self.ctx.store, self.ctx.clock()
+            try:
+                if note:
+                    await self._note(conversation_id, note)
+                await store.call(q.upsert_conversation, conversation_id, discord_id, now)
+                await store.call(q.set_closed_by_user, conversation_id, now)
+                status = await self.ctx.chatwoot.toggle_status(conversation_id, "resolved")
+            except BaseException as exc:
+                with trio.CancelScope(shield=True):
+                    await store.call(q.set_closed_by_user, conversation_id, None)
+                    if isinstance(exc, ChatwootNotFound):
+                        await self.forget_conversation(discord_id, conversation_id)
+                raise
+            await self._record_status(discord_id, conversation_id, status)
+            return conversation_id
+
+    async def _note(self, conversation_id: int, text: str) -> None:
+        await self.ctx.chatwoot.create_message(
+            conversation_id, content=text, message_type="outgoing", private=True
+        )
+
+    async def _record_status(
+        self, discord_id: str, conversation_id: int, status: str
+    ) -> str | None:
+        """Store a status we caused; return the previous one."""
+        store = self.ctx.store
+        before = await store.call(q.get_conversation, conversation_id)
+        await store.call(
+            q.upsert_conversation, conversation_id, discord_id, self.ctx.clock(), status=status
+        )
+        return before.status if before is not None else None
+
+    # ------------------------------------------------------------------ for the webhooks
+    async def note_status(
+        self, conversation_id: int, status: str, *, last_activity_at: float | None = None
+    ) -> str | None:
+        """A webhook reported a status (and maybe activity); return the previous status.
+
+        Only conversations the bridge knows are updated.
+        """
+        store = self.ctx.store
+        previous = await store.call(
+            q.change_conversation_status, conversation_id, status, self.ctx.clock()
+        )
+        if last_activity_at is not None:
+            await store.call(q.touch_conversation, conversation_id, last_activity_at)
+        return previous

@@ -307,16 +307,8 @@ class InboundBridge:
 
     # ------------------------------------------------------------------ user-facing effects
     async def _confirm(self, channel_id: str, message_id: str) -> None:
-        """React with CONFIRM_EMOJI (blank: disabled) once Chatwoot has the message."""
-        emoji = self.ctx.cfg.confirm_emoji
-        if not emoji:
-            return
-        try:
-            await self.ctx.discord.add_reaction(channel_id, message_id, emoji)
-        except DiscordHTTPError as exc:
-            if not exc.permanent:
-                raise
-            log.warning("could not react to DM %s: %s", message_id, exc)
+        """React with CONFIRM_EMOJI once Chatwoot has the message (queued, durable)."""
+        await self.outbound.send_reaction(channel_id, message_id)
 
     async def _greet(
         self, discord_id: str, inbox: InboxConfig | None, conversation_id: int

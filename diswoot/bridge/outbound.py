@@ -32,6 +32,7 @@ from diswoot.chatwoot.models import (
     parse_webhook,
 )
 from diswoot.context import Context
+from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
 from diswoot.store import Job
 from diswoot.store import queries as q
 
@@ -289,6 +290,35 @@ class OutboundBridge:
             },
         )
 
+    async def send_reaction(self, channel_id: str, message_id: str) -> None:
+        """Durably add CONFIRM_EMOJI to a user's DM (blank emoji: nothing to do).
+
+        Queued per DM channel rather than awaited in the user's inbound lane, so the next DM
+        of that user is not held behind Discord's reaction rate limit.
+        """
+        emoji = self.ctx.cfg.confirm_emoji
+        if not emoji:
+            return
+        await self.queue.submit(
+            "reaction",
+            f"react:{message_id}",
+            f"chan:{channel_id}",
+            {"channel_id": channel_id, "message_id": message_id, "emoji": emoji},
+        )
+
+    async def _deliver_reaction(self, job: Job) -> dict[str, Any]:
+        p = job.payload
+        try:
+            await self.ctx.discord.add_reaction(p["channel_id"], p["message_id"], p["emoji"])
+        except DiscordHTTPError as exc:
+            if exc.permanent:  # e.g. the user deleted the message meanwhile
+                log.warning("could not react to DM %s: %s", p["message_id"], exc)
+                return {"skipped": str(exc)}
+            raise RetryLater(str(exc)) from None
+        except DiscordUnavailable as exc:
+            raise RetryLater(str(exc)) from None
+        return {"reacted": p["emoji"]}
+
     # ------------------------------------------------------------------ background
 
     async def start_background(self, nursery: trio.Nursery, stop: trio.Event) -> None:
@@ -315,6 +345,8 @@ class OutboundBridge:
             return await self._deliver_reply(job)
         if job.kind in ("status", "notice"):
             return await self._deliver_notices(job)
+        if job.kind == "reaction":
+            return await self._deliver_reaction(job)
         raise PermanentFailure(f"unknown outbound job kind {job.kind!r}")
 
     async def _deliver_reply(self, job: Job) -> dict[str, Any]:

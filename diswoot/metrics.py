@@ -1,31 +1,58 @@
 """Prometheus metrics of one daemon (served at ``GET /metrics``).
 
 Each :class:`Metrics` owns its own registry, so several daemons (or tests) in one process never
-share counters.  Gauges that mirror live state (queue depths, gateway state) are read at scrape
-time through callbacks registered with :meth:`Metrics.gauge_from`.
+share counters.  Events the bridge sees once (a DM received, a reply delivered) are counters
+incremented where they happen; numbers other components already keep (queue counters, gateway
+reconnects and resumes, Discord rate-limit waits) are read at scrape time from the objects
+handed to :meth:`Metrics.observe`, so there is a single source of truth for each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from diswoot.bridge.jobs import QueueCounters
+from diswoot.gateway.events import GatewayStatus
+from diswoot.rest.client import RestStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
+Reader = Callable[[], dict[tuple[str, ...], float]]
 
-class _CallbackGauges(Collector):
+
+class ObservedQueue(Protocol):
+    """What :meth:`Metrics.observe` reads from a job queue (``diswoot.bridge.jobs.JobQueue``)."""
+
+    name: str
+    counters: QueueCounters
+
+    @property
+    def depth(self) -> int: ...
+
+
+class _ScrapeTime(Collector):
+    """Metric families whose values are read from live objects at each scrape."""
+
     def __init__(self) -> None:
-        self.sources: dict[str, tuple[str, list[str], Callable[[], dict[tuple[str, ...], float]]]]
-        self.sources = {}
+        self.sources: dict[str, tuple[str, str, list[str], Reader]] = {}
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        for name, (doc, labels, read) in self.sources.items():
-            family = GaugeMetricFamily(name, doc, labels=labels)
+    def add(self, kind: str, name: str, doc: str, labels: list[str], read: Reader) -> None:
+        self.sources[name] = (kind, doc, labels, read)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (kind, doc, labels, read) in self.sources.items():
+            family: GaugeMetricFamily | CounterMetricFamily
+            if kind == "counter":
+                family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+            else:
+                family = GaugeMetricFamily(name, doc, labels=labels)
             for label_values, value in read().items():
                 family.add_metric(list(label_values), value)
             yield family
@@ -50,28 +77,12 @@ class Metrics:
             "diswoot_notices_sent_total", "Status notices and prompts sent to users", ["kind"],
             registry=r,
         )
-        self.failures = Counter(
-            "diswoot_failures_total", "Failed attempts by queue and kind", ["queue", "kind"],
-            registry=r,
-        )
-        self.retries = Counter(
-            "diswoot_retries_total", "Job attempts that will be retried", ["queue"], registry=r
-        )
-        self.dead_letters = Counter(
-            "diswoot_dead_letters_total", "Jobs dead-lettered", ["queue"], registry=r
-        )
         self.webhooks = Counter(
             "diswoot_webhooks_total", "Chatwoot webhook requests by outcome", ["outcome"],
             registry=r,
         )
         self.interactions = Counter(
             "diswoot_interactions_total", "Discord interactions handled", ["kind"], registry=r
-        )
-        self.gateway_reconnects = Counter(
-            "diswoot_gateway_reconnects_total", "Gateway reconnects", registry=r
-        )
-        self.gateway_resumes = Counter(
-            "diswoot_gateway_resumes_total", "Gateway sessions resumed", registry=r
         )
         self.recovered = Counter(
             "diswoot_recovered_total", "Messages recovered by backfill or reconciliation",
@@ -84,18 +95,61 @@ class Metrics:
         self.chatwoot_up = Gauge(
             "diswoot_chatwoot_up", "1 when the last Chatwoot probe succeeded", registry=r
         )
-        self._callbacks = _CallbackGauges()
-        r.register(self._callbacks)
+        self._live = _ScrapeTime()
+        r.register(self._live)
 
-    def gauge_from(
-        self,
-        name: str,
-        doc: str,
-        labels: list[str],
-        read: Callable[[], dict[tuple[str, ...], float]],
-    ) -> None:
+    def gauge_from(self, name: str, doc: str, labels: list[str], read: Reader) -> None:
         """Expose a gauge whose values are read at scrape time."""
-        self._callbacks.sources[name] = (doc, labels, read)
+        self._live.add("gauge", name, doc, labels, read)
+
+    def counter_from(self, name: str, doc: str, labels: list[str], read: Reader) -> None:
+        """Expose a counter (``name`` ends in ``_total``) whose values are read at scrape time."""
+        self._live.add("counter", name, doc, labels, read)
+
+    def observe(
+        self, *, gateway: GatewayStatus, rest: RestStats, queues: Sequence[ObservedQueue]
+    ) -> None:
+        """Export the gateway's, the Discord client's and the queues' own counters."""
+
+        def one(value: Callable[[], float]) -> Reader:
+            return lambda: {(): float(value())}
+
+        def per_queue(value: Callable[[ObservedQueue], float]) -> Reader:
+            return lambda: {(queue.name,): float(value(queue)) for queue in queues}
+
+        def failures() -> dict[tuple[str, ...], float]:
+            return {
+                (queue.name, kind): float(count)
+                for queue in queues
+                for kind, count in sorted(queue.counters.failures_by_kind.items())
+            }
+
+        self.gauge_from("diswoot_gateway_ready", "1 while the gateway session is ready", [],
+                        one(lambda: gateway.state == "ready"))
+        self.counter_from("diswoot_gateway_connects_total", "Gateway connections opened", [],
+                          one(lambda: gateway.connects))
+        self.counter_from("diswoot_gateway_reconnects_total", "Gateway reconnects", [],
+                          one(lambda: gateway.reconnects))
+        self.counter_from("diswoot_gateway_resumes_total", "Gateway sessions resumed", [],
+                          one(lambda: gateway.resumes))
+        self.counter_from("diswoot_discord_requests_total", "Discord REST requests sent", [],
+                          one(lambda: rest.requests))
+        self.counter_from("diswoot_discord_rate_limit_waits_total",
+                          "Discord REST requests that waited for a rate limit", [],
+                          one(lambda: rest.rate_limit_waits))
+        self.counter_from("diswoot_discord_rate_limit_wait_seconds_total",
+                          "Seconds spent waiting for Discord rate limits", [],
+                          one(lambda: rest.rate_limit_wait_seconds))
+        self.counter_from("diswoot_discord_429_total", "Discord 429 responses", [],
+                          one(lambda: rest.responses_429))
+        self.gauge_from("diswoot_queue_depth", "Pending jobs per queue", ["queue"],
+                        per_queue(lambda queue: queue.depth))
+        self.counter_from("diswoot_retries_total", "Job attempts that will be retried",
+                          ["queue"], per_queue(lambda queue: queue.counters.retries))
+        self.counter_from("diswoot_dead_letters_total", "Jobs dead-lettered", ["queue"],
+                          per_queue(lambda queue: queue.counters.dead))
+        self.counter_from("diswoot_failures_total", "Failed job attempts by queue and kind",
+                          ["queue", "kind"], failures)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

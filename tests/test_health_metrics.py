@@ -191,7 +191,9 @@ async def test_health_is_503_while_chatwoot_is_down_and_shows_the_backlog(
 
         world.chatwoot.down = False
         assert await probe_once(ctx, [inbound]) is True  # wakes the queue at once
-        await world.wait_for(lambda: inbound.depth == 0)
+        queues = [inbound, world.daemon.outbound.queue, *world.daemon.outbound.extra_queues]
+        # the DM, then its notices (greeting, "saved", reaction) drain from every queue
+        await world.wait_for(lambda: all(queue.depth == 0 for queue in queues))
         status, body = await get_health(world)
         assert status == 200
         assert body["oldest_pending_age_seconds"] is None

@@ -344,21 +344,25 @@ def test_inbox_templates_match_after_chatwoots_normalisation() -> None:
     assert not is_inbox_template("Closed", None)
 
 
-def test_reply_parts_link_attachments_and_quote_the_users_message() -> None:
+def test_reply_parts_quote_the_users_message_and_link_what_has_no_file() -> None:
+    location = "https://maps.example/?q=52.5,13.4"
     parts = reply_parts(
         {
-            "content": "See the file",
-            "attachments": [{"data_url": "https://chat.example/rails/blob/1/a.png"}],
+            "content": "We are here",
+            "attachments": [
+                {"data_url": location, "file_type": "location", "fallback_title": "Our shop"}
+            ],
             "reply_to": "1250000000000000001",
-        }
+        },
+        upload_limit=10 * 1024 * 1024,
     )
     assert parts == [
         {
-            "content": "See the file\nhttps://chat.example/rails/blob/1/a.png",
+            "content": f"We are here\n📎 Our shop: {location}",
             "message_reference": {"message_id": "1250000000000000001", "fail_if_not_exists": False},
         }
     ]
-    assert reply_parts({"content": "   ", "attachments": []}) == []
+    assert reply_parts({"content": "   ", "attachments": []}, upload_limit=1) == []
 
 
 def test_discord_errors_read_well_for_agents() -> None:

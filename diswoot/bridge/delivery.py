@@ -5,16 +5,26 @@ with a nonce derived from the job id and the part's index plus ``enforce_nonce``
 retried after a lost answer returns the message Discord already created; after each part the
 progress (``payload["sent"]``) and the message link are committed in one transaction, so a
 restart resumes after the last part that reached Discord.
+
+A part may carry ``files`` (:class:`OutboundFile` dicts): they are downloaded right before the
+send and uploaded with it (multipart ``files[n]``).  A file that turns out larger than the
+upload limit, or cannot be fetched for good, is sent as its link line instead; Discord refusing
+the upload (413) turns the whole part into links.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
+import httpx
+
+from diswoot.bridge.downloads import DownloadFailed, DownloadUnavailable, TooLarge, download
 from diswoot.bridge.jobs import RetryLater
 from diswoot.context import Context
+from diswoot.rest.client import UploadFile
 from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
 from diswoot.store import Job
 from diswoot.store import queries as q
@@ -23,6 +33,20 @@ log = logging.getLogger("diswoot.delivery")
 
 SEND_FIELDS = ("content", "embeds", "components", "allowed_mentions", "message_reference")
 """Keys of a part passed on to :meth:`DiscordRest.send_message`."""
+FILES_FIELD = "files"
+REQUEST_TOO_LARGE = 413
+DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+class OutboundFile(TypedDict):
+    """One file of a part, as stored in the job (JSON)."""
+
+    url: str
+    """The permanent address to download (Chatwoot's ``data_url``)."""
+    filename: str
+    content_type: str | None
+    link: str
+    """The line sent instead of the file when it cannot be uploaded."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +70,7 @@ def describe(exc: DiscordHTTPError) -> str:
 
 def send_kwargs(part: dict[str, Any]) -> dict[str, Any]:
     """The arguments of ``send_message`` for one stored part (unknown keys are dropped)."""
-    dropped = sorted(set(part) - set(SEND_FIELDS))
+    dropped = sorted(set(part) - {*SEND_FIELDS, FILES_FIELD})
     if dropped:
         log.warning("outbound message fields not supported, dropped: %s", ", ".join(dropped))
     return {key: part[key] for key in SEND_FIELDS if part.get(key) is not None}
@@ -62,8 +86,8 @@ async def deliver_parts(
 ) -> Undeliverable | None:
     """Send the parts not sent yet; ``Undeliverable`` on a permanent refusal.
 
-    Transient failures (429, 5xx, network) raise :class:`RetryLater`; the parts already sent
-    stay sent.
+    Transient failures (429, 5xx, network, a download that failed for now) raise
+    :class:`RetryLater`; the parts already sent stay sent.
     """
     parts: list[dict[str, Any]] = job.payload["parts"]
     sent: list[str] = job.payload.setdefault("sent", [])
@@ -71,10 +95,25 @@ async def deliver_parts(
         return None
     try:
         channel_id = await ctx.discord.create_dm(discord_id)
-        for index in range(len(sent), len(parts)):
-            message = await ctx.discord.send_message(
-                channel_id, nonce=nonce_for(job.id, index), **send_kwargs(parts[index])
-            )
+        while len(sent) < len(parts):
+            index = len(sent)
+            part = parts[index]
+            kwargs = send_kwargs(part)
+            uploads: list[UploadFile] = []
+            if part.get(FILES_FIELD):
+                uploads, links = await fetch_files(ctx, part[FILES_FIELD])
+                kwargs["content"] = join_lines(kwargs.get("content"), links)
+            try:
+                message = await ctx.discord.send_message(
+                    channel_id, nonce=nonce_for(job.id, index), files=uploads, **kwargs
+                )
+            except DiscordHTTPError as exc:
+                if exc.status != REQUEST_TOO_LARGE or not uploads:
+                    raise
+                log.warning("Discord refused the upload (%s); sending links instead", exc)
+                parts[index] = files_as_links(part)
+                await ctx.store.call(q.update_job_payload, job.id, job.payload)
+                continue
             sent.append(str(message["id"]))
             await ctx.store.call(
                 q.record_outbound_part,
@@ -95,3 +134,45 @@ async def deliver_parts(
     except DiscordUnavailable as exc:
         raise RetryLater(str(exc)) from exc
     return None
+
+
+def join_lines(content: str | None, lines: Sequence[str]) -> str | None:
+    """``content`` with ``lines`` appended, one per line (None when both are empty)."""
+    text = "\n".join([line for line in (content or "", *lines) if line])
+    return text or None
+
+
+def files_as_links(part: dict[str, Any]) -> dict[str, Any]:
+    """The part with every file replaced by its link line."""
+    files: list[OutboundFile] = part.get(FILES_FIELD) or []
+    plain = {k: v for k, v in part.items() if k != FILES_FIELD}
+    plain["content"] = join_lines(plain.get("content"), [f["link"] for f in files])
+    return plain
+
+
+async def fetch_files(
+    ctx: Context, files: Sequence[OutboundFile]
+) -> tuple[list[UploadFile], list[str]]:
+    """Download ``files`` for upload; the link lines of those that must stay links.
+
+    Raises :class:`RetryLater` when a download failed for now.
+    """
+    limit = ctx.cfg.discord_upload_limit_mb * 1024 * 1024
+    uploads: list[UploadFile] = []
+    links: list[str] = []
+    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
+        for f in files:
+            try:
+                got = await download(http, f["url"], max_bytes=limit, follow_redirects=True)
+            except TooLarge:
+                links.append(f["link"])
+                continue
+            except DownloadFailed as exc:
+                log.warning("attachment not uploaded, linked instead: %s", exc)
+                links.append(f["link"])
+                continue
+            except DownloadUnavailable as exc:
+                raise RetryLater(str(exc)) from exc
+            content_type = f["content_type"] or got.content_type or "application/octet-stream"
+            uploads.append(UploadFile(f["filename"], content_type, got.data))
+    return uploads, links

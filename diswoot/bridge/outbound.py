@@ -7,6 +7,12 @@ key, per-part progress, Discord nonces); status changes are deduped against the 
 already has, so the twin ``conversation_status_changed`` / ``conversation_updated`` events and
 the account + inbox webhook duplicates produce one notice.  Agents see the outcome: the
 ``receipts`` queue marks each reply ``delivered`` or ``failed`` in Chatwoot.
+
+Also here: the agent's files are uploaded to the DM (:func:`reply_parts`, ``delivery``); an
+agent deleting a delivered reply deletes its DM(s) (``delete`` jobs); a failed reply that an
+agent retries in Chatwoot is delivered again (``retry:{id}:{n}`` jobs); agent typing is shown
+in the DM (:mod:`diswoot.bridge.agent_typing`); replies whose webhook was lost are found by
+the sweep of :mod:`diswoot.bridge.reconcile`.
 """
 
 from __future__ import annotations
@@ -20,30 +26,46 @@ from typing import Any
 import trio
 
 from diswoot.bridge import embeds
+from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.chunking import chunk_text
 from diswoot.bridge.csat import CsatFlow
-from diswoot.bridge.delivery import deliver_parts
+from diswoot.bridge.delivery import FILES_FIELD, OutboundFile, deliver_parts
+from diswoot.bridge.downloads import filename_from_url
 from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
+from diswoot.bridge.reconcile import Reconciler
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.chatwoot.models import (
     ConversationEvent,
     InboxConfig,
     MessageEvent,
+    TypingEvent,
     parse_webhook,
 )
 from diswoot.context import Context
-from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
+from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
 from diswoot.store import Job
 from diswoot.store import queries as q
 
 log = logging.getLogger("diswoot.outbound")
 
 DISCORD_MESSAGE_LIMIT = 2000
+DISCORD_MAX_FILES = 10
+"""Files per message (discord.py's limit; Discord's docs do not state one)."""
+DISCORD_REQUEST_LIMIT = 25 * 1024 * 1024
+"""A whole create-message request (``discord-api.md`` §5.4)."""
+REQUEST_RESERVE = 256 * 1024
+"""Room kept in a request for ``payload_json`` and the multipart framing."""
+UPLOADABLE = frozenset({"image", "audio", "video", "file"})
+"""Chatwoot ``file_type`` values backed by a file (locations, contacts... are links)."""
+RETRY_WINDOW = 86400.0
+"""Chatwoot offers Retry on messages younger than a day; older updates never re-deliver."""
+UNKNOWN_MESSAGE = 10008
 CLOSED_BY_USER_WINDOW = 3600.0
 """A "user closed it" flag older than this no longer suppresses the resolved notice."""
 GATEWAY_POLL_SECONDS = 5.0
 _IDENTIFIER = re.compile(r"discord:([0-9]{15,21})")
 _SNOWFLAKE = re.compile(r"[0-9]{15,21}")
+_ATTACHMENT_KEYS = ("data_url", "file_type", "content_type", "file_size", "fallback_title")
 _SURVEY_UUID = re.compile(r"/survey/responses/([0-9A-Fa-f-]{36})")
 _OPEN_REASONS: dict[str, embeds.ReopenReason] = {
     "pending": "picked up",
@@ -75,22 +97,94 @@ def is_inbox_template(content: str | None, inbox: InboxConfig | None) -> bool:
     )
 
 
-def reply_parts(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The Discord messages carrying one agent reply: chunks of at most 2,000 characters.
+def reply_parts(payload: Mapping[str, Any], *, upload_limit: int) -> list[dict[str, Any]]:
+    """The Discord messages carrying one agent reply, in order.
 
-    Attachments are linked by their permanent ``data_url`` after the text.
+    Text is cut into chunks of at most 2,000 characters.  Files of at most ``upload_limit``
+    bytes are uploaded, at most 10 and 25 MiB per message, the first batch with the last text
+    chunk and the others right after it; larger files and attachments without a file (a
+    location...) are linked by their permanent ``data_url`` after the text.  Every part keeps
+    room for the links of its files, sent instead when an upload turns out impossible.
     """
-    text = (payload.get("content") or "").strip()
-    links = [a["data_url"] for a in payload.get("attachments", []) if a.get("data_url")]
-    if links:
-        text = "\n".join([text, *links]) if text else "\n".join(links)
+    files: list[OutboundFile] = []
+    sizes: list[int] = []
+    links: list[str] = []
+    for attachment in payload.get("attachments", []):
+        url = attachment.get("data_url")
+        if not isinstance(url, str) or not url:
+            continue
+        size = attachment.get("file_size")
+        size = size if isinstance(size, int) and size >= 0 else None
+        name = filename_from_url(url) or "file"
+        kind = attachment.get("file_type") or "file"
+        if kind not in UPLOADABLE or (size is not None and size > upload_limit):
+            links.append(link_line(attachment.get("fallback_title") or name, url, size))
+            continue
+        content_type = attachment.get("content_type")
+        files.append(
+            OutboundFile(
+                url=url,
+                filename=name,
+                content_type=content_type if isinstance(content_type, str) else None,
+                link=link_line(name, url, size),
+            )
+        )
+        sizes.append(size if size is not None else upload_limit)
+    text = "\n".join(line for line in ((payload.get("content") or "").strip(), *links) if line)
     parts: list[dict[str, Any]] = [
         {"content": chunk} for chunk in chunk_text(text, DISCORD_MESSAGE_LIMIT) if chunk.strip()
     ]
+    batches = _file_batches(files, sizes)
+    if batches and parts and len(parts[-1]["content"]) + _link_room(batches[0]) <= (
+        DISCORD_MESSAGE_LIMIT
+    ):
+        parts[-1][FILES_FIELD] = batches.pop(0)
+    parts += [{FILES_FIELD: batch} for batch in batches]
     reply_to = payload.get("reply_to")
     if parts and reply_to:
         parts[0]["message_reference"] = {"message_id": reply_to, "fail_if_not_exists": False}
     return parts
+
+
+def link_line(name: str, url: str, size: int | None) -> str:
+    """``"📎 report.pdf (12.5 MB): https://..."``: a file sent as a link."""
+    if size is None:
+        return f"📎 {name}: {url}"
+    return f"📎 {name} ({human_size(size)}): {url}"
+
+
+def human_size(size: int) -> str:
+    """``"12.5 MB"``, ``"48 KB"``, ``"512 bytes"`` (decimal units, as Discord shows them)."""
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:.1f} MB"
+    if size >= 1000:
+        return f"{size // 1000} KB"
+    return f"{size} bytes"
+
+
+def _link_room(batch: list[OutboundFile]) -> int:
+    return sum(len(f["link"]) + 1 for f in batch)
+
+
+def _file_batches(files: list[OutboundFile], sizes: list[int]) -> list[list[OutboundFile]]:
+    """Consecutive groups that fit one message: count, request size, and their link lines."""
+    batches: list[list[OutboundFile]] = []
+    current: list[OutboundFile] = []
+    total = 0
+    for f, size in zip(files, sizes, strict=True):
+        full = (
+            len(current) >= DISCORD_MAX_FILES
+            or total + size > DISCORD_REQUEST_LIMIT - REQUEST_RESERVE
+            or _link_room([*current, f]) > DISCORD_MESSAGE_LIMIT
+        )
+        if current and full:
+            batches.append(current)
+            current, total = [], 0
+        current.append(f)
+        total += size
+    if current:
+        batches.append(current)
+    return batches
 
 
 class OutboundBridge:
@@ -102,6 +196,8 @@ class OutboundBridge:
         self.receipts = JobQueue(ctx.store, "receipts", self._send_receipt, clock=ctx.clock)
         self.csat = CsatFlow(ctx)
         self.extra_queues: list[JobQueue] = [self.csat.queue, self.receipts]
+        self.typing = AgentTyping(ctx)
+        self.reconciler = Reconciler(ctx, self)
 
     # ------------------------------------------------------------------ webhook intake
 
@@ -121,14 +217,29 @@ class OutboundBridge:
             return await self._accept_message(event, body)
         if isinstance(event, ConversationEvent):
             return await self._accept_conversation(event, body)
+        if isinstance(event, TypingEvent):
+            return await self._accept_typing(event)
         return "ignored"
 
+    async def _accept_typing(self, event: TypingEvent) -> str:
+        """An agent typing (not a private note, not our own contact-typing echo); not stored."""
+        if event.is_private or event.is_contact:
+            return "ignored"
+        conv = await self.ctx.store.call(q.get_conversation, event.conversation_id)
+        if conv is None:
+            return "ignored"
+        if event.on:
+            self.typing.start(event.conversation_id, conv.discord_id)
+        else:
+            self.typing.stop(event.conversation_id)
+        return "typing"
+
     async def _accept_message(self, event: MessageEvent, body: Mapping[str, Any]) -> str:
-        if (
-            event.event != "message_created"
-            or event.private
-            or event.message_type not in ("outgoing", "template")
-        ):
+        if event.private or event.message_type not in ("outgoing", "template"):
+            return "ignored"
+        if event.event == "message_updated":
+            return await self._accept_update(event)
+        if event.event != "message_created":
             return "ignored"
         if event.content_type == "input_csat":
             # Chatwoot's own survey link: the bot sends its own button; keep the uuid it names.
@@ -141,7 +252,7 @@ class OutboundBridge:
         if not (event.content or "").strip() and not event.attachments:
             return "ignored"
         conversation = _mapping(body.get("conversation"))
-        discord_id = await self._route(
+        discord_id = await self.route_conversation(
             event.conversation_id, event.contact_identifier, conversation
         )
         if discord_id is None:
@@ -173,29 +284,80 @@ class OutboundBridge:
         attachments: list[dict[str, Any]],
         reply_to: str | None = None,
         template: bool = False,
+        dedupe_key: str | None = None,
     ) -> str:
-        """Store one agent message for delivery (also the entry of the reconciliation sweep)."""
+        """Store one agent message for delivery (also the entry of the reconciliation sweep).
+
+        ``dedupe_key`` defaults to ``msg:{message_id}``; an agent's Retry uses a fresh one.
+        """
         payload = {
             "discord_id": discord_id,
             "conversation_id": conversation_id,
             "message_id": message_id,
             "content": content,
             "attachments": [
-                {"data_url": a.get("data_url"), "file_type": a.get("file_type")}
+                {key: a.get(key) for key in _ATTACHMENT_KEYS if a.get(key) is not None}
                 for a in attachments
             ],
             "reply_to": reply_to if reply_to and _SNOWFLAKE.fullmatch(reply_to) else None,
             "template": template,
             "received_at": self.ctx.clock(),
         }
-        job = await self.queue.submit(
-            "reply", f"msg:{message_id}", f"conv:{conversation_id}", payload
-        )
+        key = dedupe_key or f"msg:{message_id}"
+        job = await self.queue.submit("reply", key, f"conv:{conversation_id}", payload)
         return "stored" if job is not None else "duplicate"
+
+    async def _accept_update(self, event: MessageEvent) -> str:
+        """``message_updated``: an agent deleted a reply, or retried one that failed."""
+        cid, mid = event.conversation_id, event.message_id
+        conv = await self.ctx.store.call(q.get_conversation, cid)
+        if conv is None:
+            return "ignored"
+        if event.deleted:
+            job = await self.queue.submit(
+                "delete",
+                f"delete:{mid}",
+                f"conv:{cid}",
+                {"conversation_id": cid, "message_id": mid, "received_at": self.ctx.clock()},
+            )
+            return "stored" if job is not None else "duplicate"
+        if event.external_error or event.message_type != "outgoing":
+            return "ignored"  # e.g. our own "failed" receipt coming back
+        if not (event.content or "").strip() and not event.attachments:
+            return "ignored"
+        if event.created_at is None or self.ctx.clock() - event.created_at > RETRY_WINDOW:
+            return "ignored"
+        return await self._redeliver(event, conv.discord_id)
+
+    async def _redeliver(self, event: MessageEvent, discord_id: str) -> str:
+        """Deliver an updated reply that never reached Discord (Retry, or a lost webhook).
+
+        Our own "delivered" receipt comes back as ``message_updated`` too: a reply with a
+        DM, or one still queued, is left alone.
+        """
+        store, mid = self.ctx.store, event.message_id
+        links = await store.call(q.links_for_chatwoot, mid)
+        if any(link.direction == "out" for link in links):
+            return "ignored"
+        attempts = await store.call(q.reply_attempts, self.queue.name, mid)
+        if any(state == "pending" for _, state in attempts):
+            return "duplicate"
+        if attempts:
+            log.info("agent retried reply %d; delivering it again", mid)
+        reply_to = event.content_attributes.get("in_reply_to_external_id")
+        return await self.submit_reply(
+            conversation_id=event.conversation_id,
+            message_id=mid,
+            discord_id=discord_id,
+            content=event.content,
+            attachments=event.attachments,
+            reply_to=reply_to if isinstance(reply_to, str) else None,
+            dedupe_key=f"retry:{mid}:{len(attempts)}" if attempts else None,
+        )
 
     async def _accept_conversation(self, event: ConversationEvent, body: Mapping[str, Any]) -> str:
         cid = event.conversation_id
-        discord_id = await self._route(cid, event.contact_identifier, body)
+        discord_id = await self.route_conversation(cid, event.contact_identifier, body)
         if discord_id is None:
             return "ignored"
         status_change = event.event == "conversation_status_changed" or (
@@ -235,7 +397,7 @@ class OutboundBridge:
         job = await self.queue.submit("status", key, f"conv:{cid}", payload)
         return "stored" if job is not None else "duplicate"
 
-    async def _route(
+    async def route_conversation(
         self, conversation_id: int, identifier: str | None, conversation: Mapping[str, Any]
     ) -> str | None:
         """The Discord user of a conversation; maps an unknown one by its contact identifier."""
@@ -322,8 +484,10 @@ class OutboundBridge:
     # ------------------------------------------------------------------ background
 
     async def start_background(self, nursery: trio.Nursery, stop: trio.Event) -> None:
-        """Start the task that retries waiting deliveries when the gateway is back."""
+        """Start the Discord-is-back waker, agent typing and the reconciliation sweeps."""
         nursery.start_soon(self._wake_when_discord_returns, stop)
+        nursery.start_soon(self.typing.run, stop)
+        nursery.start_soon(self.reconciler.run, stop)
 
     async def _wake_when_discord_returns(self, stop: trio.Event) -> None:
         """Deliveries waiting out a Discord outage are retried as soon as it is over."""
@@ -340,25 +504,30 @@ class OutboundBridge:
     # ------------------------------------------------------------------ queue handlers
 
     async def handle(self, job: Job) -> dict[str, Any] | None:
-        """Deliver one outbound job (``reply``, ``status`` or ``notice``)."""
+        """Deliver one outbound job: reply, status, notice, reaction or delete."""
         if job.kind == "reply":
             return await self._deliver_reply(job)
         if job.kind in ("status", "notice"):
             return await self._deliver_notices(job)
         if job.kind == "reaction":
             return await self._deliver_reaction(job)
+        if job.kind == "delete":
+            return await self._delete_reply(job)
         raise PermanentFailure(f"unknown outbound job kind {job.kind!r}")
 
     async def _deliver_reply(self, job: Job) -> dict[str, Any]:
         p, ctx = job.payload, self.ctx
         cid, mid = int(p["conversation_id"]), int(p["message_id"])
+        if await ctx.store.call(q.job_exists, self.queue.name, f"delete:{mid}"):
+            return {"suppressed": "deleted by an agent"}
         if "parts" not in p:
             if p.get("template") and is_inbox_template(p.get("content"), await ctx.inbox.get()):
                 return {"suppressed": "inbox template"}
             links = await ctx.store.call(q.links_for_chatwoot, mid)
             if any(link.direction == "out" for link in links):
                 return {"already_delivered": [link.discord_message_id for link in links]}
-            p["parts"] = reply_parts(p)
+            limit = ctx.cfg.discord_upload_limit_mb * 1024 * 1024
+            p["parts"] = reply_parts(p, upload_limit=limit)
             await ctx.store.call(q.update_job_payload, job.id, p)
         failure = await deliver_parts(
             ctx, job, p["discord_id"], chatwoot_message_id=mid, conversation_id=cid
@@ -371,9 +540,10 @@ class OutboundBridge:
                 p["discord_id"],
                 failure.reason,
             )
-            await self._queue_receipt(cid, mid, "failed", failure.reason)
+            await self._queue_receipt(cid, mid, "failed", failure.reason, job.dedupe_key)
             return {"failed": failure.reason}
-        await self._queue_receipt(cid, mid, "delivered", None)
+        self.typing.stop(cid)
+        await self._queue_receipt(cid, mid, "delivered", None, job.dedupe_key)
         ctx.metrics.replies_delivered.inc()
         self._observe_latency(p)
         return {"discord_message_ids": p["sent"]}
@@ -435,14 +605,46 @@ class OutboundBridge:
             latency = max(0.0, self.ctx.clock() - received)
             self.ctx.metrics.delivery_latency.labels("outbound").observe(latency)
 
+    async def _delete_reply(self, job: Job) -> dict[str, Any]:
+        """An agent deleted a reply in Chatwoot: delete the DM(s) that carried it."""
+        mid = int(job.payload["message_id"])
+        links = await self.ctx.store.call(q.links_for_chatwoot, mid)
+        deleted: list[str] = []
+        for link in (lk for lk in links if lk.direction == "out"):
+            try:
+                await self.ctx.discord.delete_message(
+                    link.discord_channel_id, link.discord_message_id
+                )
+            except DiscordRateLimited as exc:
+                raise RetryLater(str(exc), delay=exc.retry_after) from exc
+            except DiscordHTTPError as exc:
+                if not exc.permanent:
+                    raise RetryLater(str(exc)) from exc
+                if exc.code != UNKNOWN_MESSAGE:  # 10008: the user's client deleted it already
+                    log.warning("could not delete DM %s: %s", link.discord_message_id, exc)
+                    continue
+            except DiscordUnavailable as exc:
+                raise RetryLater(str(exc)) from exc
+            deleted.append(link.discord_message_id)
+        if deleted:
+            log.info("agent deleted reply %d; deleted %d DM(s)", mid, len(deleted))
+        return {"deleted": deleted}
+
     # ------------------------------------------------------------------ receipts for agents
 
     async def _queue_receipt(
-        self, conversation_id: int, message_id: int, status: str, error: str | None
+        self,
+        conversation_id: int,
+        message_id: int,
+        status: str,
+        error: str | None,
+        reply_key: str,
     ) -> None:
+        # One receipt per delivery attempt: the first keeps the historical key.
+        first = reply_key == f"msg:{message_id}"
         await self.receipts.submit(
             "receipt",
-            f"receipt:{message_id}",
+            f"receipt:{message_id}" if first else f"receipt:{reply_key}",
             f"conv:{conversation_id}",
             {
                 "conversation_id": conversation_id,

@@ -1,0 +1,96 @@
+"""An agent deleting a delivered reply deletes its DM(s); a retried failed reply is re-sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+from test_outbound import CEILING, USER, agent_conversation, assert_no_violations, jobs, texts
+
+from diswoot.store import Job
+from diswoot.testing.harness import World, bridge_world
+
+
+def status(world: World, message_id: int) -> str:
+    return str(world.chatwoot.messages[message_id]["status"])
+
+
+async def finished_job(world: World, dedupe_key: str) -> Job:
+    """The outbound job with this key once it left the queue (polled, 10 s at most)."""
+    with trio.fail_after(10):
+        while True:
+            found: list[Job] = [
+                j for j in await jobs(world, "outbound") if j.dedupe_key == dedupe_key
+            ]
+            if found and found[0].state != "pending":
+                return found[0]
+            await trio.sleep(0.01)
+
+
+async def test_an_agent_delete_removes_every_dm_of_the_reply(tmp_path: Path) -> None:
+    long_text = "\n\n".join(f"Paragraph {i}: " + "word " * 160 for i in range(4))
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world)
+            keep = await world.chatwoot.agent_reply(cid, "keep me")
+            reply = await world.chatwoot.agent_reply(cid, long_text)
+            await world.wait_for(lambda: status(world, reply["id"]) == "delivered")
+            chunks = len(texts(world)) - 1
+            assert chunks >= 2
+            await world.chatwoot.delete_message(cid, reply["id"])
+            await world.wait_for(lambda: texts(world) == ["keep me"])
+            job = await finished_job(world, f"delete:{reply['id']}")
+            assert job.state == "done" and job.result is not None
+            assert len(job.result["deleted"]) == chunks
+            assert status(world, keep["id"]) == "delivered"
+            assert_no_violations(world)
+
+
+async def test_a_dm_already_gone_is_fine(tmp_path: Path) -> None:
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world)
+            reply = await world.chatwoot.agent_reply(cid, "short-lived")
+            await world.wait_for(lambda: status(world, reply["id"]) == "delivered")
+            [dm] = world.discord.dm_messages(USER)
+            await world.daemon.ctx.discord.delete_message(dm["channel_id"], dm["id"])
+            await world.chatwoot.delete_message(cid, reply["id"])
+            job = await finished_job(world, f"delete:{reply['id']}")
+            assert job.state == "done" and job.result == {"deleted": [dm["id"]]}
+            assert_no_violations(world)
+
+
+async def test_a_reply_deleted_before_delivery_is_never_sent(tmp_path: Path) -> None:
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world)
+            # a Cloudflare 429: the reply job waits in the queue's backoff
+            world.discord.fail_next(
+                "POST", r"/channels/\d+/messages$", 429, retry_after=60, raw_body=b"<html>"
+            )
+            reply = await world.chatwoot.agent_reply(cid, "oops, wrong customer")
+            await world.wait_for(lambda: world.discord.responses_429 == 1)
+            await world.chatwoot.delete_message(cid, reply["id"])
+            world.daemon.outbound.queue.wake()
+            job = await finished_job(world, f"msg:{reply['id']}")
+            assert job.result == {"suppressed": "deleted by an agent"}
+            await finished_job(world, f"delete:{reply['id']}")
+            assert texts(world) == []
+
+
+async def test_an_agent_retry_of_a_failed_reply_delivers_it(tmp_path: Path) -> None:
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world, accepts_dms=False)
+            reply = await world.chatwoot.agent_reply(cid, "are you there?")
+            await world.wait_for(lambda: status(world, reply["id"]) == "failed")
+            await world.chatwoot.wait_webhooks_delivered()  # our "failed" mark came back
+            world.discord.set_accepts_dms(USER, True)
+            await world.chatwoot.agent_retry(cid, reply["id"])
+            await world.wait_for(lambda: status(world, reply["id"]) == "delivered")
+            assert texts(world) == ["are you there?"]
+            await world.chatwoot.wait_webhooks_delivered()  # our "delivered" mark came back
+            keys = [j.dedupe_key for j in await jobs(world, "outbound") if j.kind == "reply"]
+            assert keys == [f"msg:{reply['id']}", f"retry:{reply['id']}:1"]
+            assert texts(world) == ["are you there?"]
+            assert_no_violations(world)

@@ -24,6 +24,7 @@ import trio
 
 from bench import scenarios
 from bench.procstat import memory_kib
+from bench.profile import profiled
 from bench.report import json_line, table
 from bench.world import World, open_world
 
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-no-reaction", action="store_true", help="run only the shipped configuration"
     )
     parser.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample each daemon with py-spy into DIR/<daemon>.txt (see python -m bench.profile)",
+    )
     return parser
 
 
@@ -91,6 +97,13 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "system": platform.platform(),
     }
+
+
+def _profile_path(args: argparse.Namespace, label: str) -> Path | None:
+    if args.profile is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return Path(args.profile) / f"{label}.txt"
 
 
 def paced_shape(users: Sequence[str], total: float) -> tuple[Sequence[str], int]:
@@ -119,7 +132,7 @@ async def run_world(
         log_dir=log_dir,
         stop_wait=1.0 if args.quick or prefix else 15.0,
         **config,
-    ) as world:
+    ) as world, profiled(world.pid, _profile_path(args, label)):
         idle_rss, _ = memory_kib(world.pid)
         users = world.add_users(args.users)
         burst = args.messages if not prefix else max(1, args.messages // 2)

@@ -214,6 +214,20 @@ def test_global_window_never_exceeds_limit(gaps_ms: list[int]) -> None:
         assert sum(1 for u in sent[i:] if u < t + 1.0) <= 5
 
 
+def test_global_slots_are_held_until_a_period_after_the_answer() -> None:
+    """However late requests reach Discord, none is counted out before its answer came."""
+    window = GlobalWindow(limit=3, period=1.0)
+    for _ in range(3):
+        assert window.delay(0.0) == 0
+        window.start()
+    assert window.delay(0.5) == 1.0  # all in flight: at least a period away
+    window.finish(2.0)  # answered late: the server may have counted it just now
+    assert window.delay(2.5) == pytest.approx(0.5)
+    assert window.delay(3.0) == 0
+    window.start()
+    assert window.delay(3.0) == pytest.approx(1.0)  # two in flight + one just sent
+
+
 def test_global_pause() -> None:
     window = GlobalWindow()
     window.pause(3.0, 10.0)

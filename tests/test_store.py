@@ -179,3 +179,62 @@ async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: P
         # nothing half-done: every stored job is complete and the store still works
         assert all(job.dedupe_key.startswith("k") for job in stored)
         assert await store.call(q.add_job, "q", "after", "l", "k", {}, 2.0) is not None
+
+
+# ---- perf: the combined queries do what the separate ones did
+
+
+def test_record_inbound_delivery_matches_the_separate_queries(tmp_path: Path) -> None:
+    separate, combined = connect(str(tmp_path / "a.db")), connect(str(tmp_path / "b.db"))
+    for db in (separate, combined):
+        q.upsert_user(db, "u1", 1.0, username="alice")
+        q.upsert_conversation(db, 7, "u1", 1.0, status="resolved")
+    q.add_link(separate, "m9", 70, 7, "c1", "in", 5.0)
+    q.touch_conversation(separate, 7, 5.0)
+    q.change_conversation_status(separate, 7, "open", 5.0)
+    q.upsert_user(separate, "u1", 5.0, dm_channel_id="c1")
+    q.note_last_message(separate, "u1", "m9", 5.0)
+    user = q.record_inbound_delivery(
+        combined,
+        discord_message_id="m9",
+        chatwoot_message_id=70,
+        conversation_id=7,
+        channel_id="c1",
+        discord_id="u1",
+        now=5.0,
+        reopened=True,
+    )
+    assert user == q.get_user(separate, "u1")
+    assert q.get_conversation(combined, 7) == q.get_conversation(separate, 7)
+    assert q.links_for_discord(combined, "m9") == q.links_for_discord(separate, "m9")
+
+
+def test_accept_dm_add_jobs_ticket_state_and_begin_post(tmp_path: Path) -> None:
+    db = connect(str(tmp_path / "t.db"))
+    job = q.accept_dm(
+        db, "inbound", "u1", "message", {"n": 1}, 2.0,
+        discord_id="u1", channel_id="c1", message_id="900",
+    )
+    assert job is not None and job.dedupe_key == "900"
+    again = q.accept_dm(
+        db, "inbound", "u1", "message", {"n": 1}, 3.0,
+        discord_id="u1", channel_id="c2", message_id="900",
+    )
+    assert again is None  # a duplicate changes nothing
+    user = q.get_user(db, "u1")
+    assert user is not None and (user.dm_channel_id, user.last_message_id) == ("c1", "900")
+    stored = q.add_jobs(db, "inbound", [("900", "u1", "message", {}), ("901", "u1", "m", {})], 4.0)
+    assert stored[0] is None and stored[1] is not None and stored[1].dedupe_key == "901"
+
+    q.set_user_conversation(db, "u1", 7, 5.0)
+    q.upsert_conversation(db, 7, "u1", 5.0, status="open")
+    q.add_link(db, "900", 70, 7, "c1", "in", 5.0)
+    found, conversation, links = q.ticket_state(db, "u1", "900")
+    assert found is not None and conversation is not None and conversation.status == "open"
+    assert [link.chatwoot_message_id for link in links] == [70]
+    assert q.ticket_state(db, "nobody") == (None, None, [])
+
+    payload: dict[str, object] = {"message": {}}
+    assert q.begin_post(db, job.id, payload, 7) == 70
+    assert payload["posting"] == {"conversation_id": 7, "after": 70}
+    assert q.pending_jobs(db, "inbound")[0].payload["posting"] == payload["posting"]

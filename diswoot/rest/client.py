@@ -2,8 +2,9 @@
 
 Rate limiting (discord-api.md §5.2): each request first reserves a slot in its bucket (FIFO per
 bucket through a ``trio.Lock``; a request whose bucket state is unknown goes alone and holds the
-bucket until its response), then a slot in the proactive global window (50/s, skipped by
-interaction callbacks and webhook-token routes). All waits use trio's clock.
+bucket until its response), then a slot in the proactive global window (50/s, held until a
+second after the response; skipped by interaction callbacks and webhook-token routes). All
+waits use trio's clock.
 """
 
 from __future__ import annotations
@@ -125,18 +126,22 @@ class _Gate:
         async with self._global_lock:
             while (delay := self._global.delay(trio.current_time())) > 0:
                 await self._wait(delay)
-            self._global.record(trio.current_time())
+            self._global.start()
 
     @asynccontextmanager
     async def slot(self, route: Route) -> AsyncIterator[_Slot]:
         """Wait until ``route`` may be sent; the body sends it and reports via ``observe``."""
         ticket = await self._reserve(route)
         slot = _Slot()
+        passed = False
         try:
             if route.global_limited:
                 await self._pass_global()
+                passed = True
             yield slot
         finally:
+            if passed:
+                self._global.finish(trio.current_time())
             try:
                 self._settle(route, ticket, slot)
             finally:

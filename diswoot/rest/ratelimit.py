@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 GLOBAL_LIMIT = 50
 GLOBAL_PERIOD = 1.0
-# Requests sent exactly one period apart can reach Discord less than a period apart when the
-# network delays the first more than the second; the proactive window is this much wider.
-GLOBAL_SAFETY_MARGIN = 0.1
+# Slots are held until ``period`` after the response (see GlobalWindow), which covers network
+# delays; this margin only absorbs the rounding of two clocks.
+GLOBAL_SAFETY_MARGIN = 0.01
 
 _MAJOR_PARAMS = ("channel_id", "guild_id", "webhook_id")
 _REACTIONS_PREFIX = "/channels/{channel_id}/messages/{message_id}/reactions"
@@ -210,25 +210,51 @@ class BucketState:
 
 @dataclass
 class GlobalWindow:
-    """Proactive sliding window: at most ``limit`` sends in any ``period`` (+ margin)."""
+    """Proactive sliding window: at most ``limit`` requests reach Discord in any ``period``.
+
+    When a request reaches Discord is only known to lie between its send and its response,
+    so a request holds its slot from :meth:`start` until ``period`` after :meth:`finish`.
+    That is safe whatever the network and the event loops on either side delay, and on a fast
+    link still allows nearly ``limit`` requests per ``period`` - a fixed margin on the send
+    times was both slower and, with a busy loop between the gate and the socket, not safe.
+    """
 
     limit: int = GLOBAL_LIMIT
     period: float = GLOBAL_PERIOD + GLOBAL_SAFETY_MARGIN
     paused_until: float = -math.inf
-    sent: collections.deque[float] = field(default_factory=collections.deque)
+    in_flight: int = 0
+    answered: collections.deque[float] = field(default_factory=collections.deque)
 
     def delay(self, now: float) -> float:
-        """Seconds until one more request may be sent (0 if it may go now)."""
-        while self.sent and self.sent[0] <= now - self.period:
-            self.sent.popleft()
+        """Seconds until one more request may be sent (0 if it may go now).
+
+        With every slot held by a request still in flight, ``period`` is the earliest a slot
+        can free up; ask again then.
+        """
+        while self.answered and self.answered[0] <= now - self.period:
+            self.answered.popleft()
         wait = self.paused_until - now
-        if len(self.sent) >= self.limit:
-            wait = max(wait, self.sent[-self.limit] + self.period - now)
+        excess = self.in_flight + len(self.answered) - self.limit + 1
+        if excess > 0:
+            if excess <= len(self.answered):
+                wait = max(wait, self.answered[excess - 1] + self.period - now)
+            else:
+                wait = max(wait, self.period)
         return max(wait, 0.0)
 
+    def start(self) -> None:
+        """A request is being sent (call only when ``delay(now) == 0``)."""
+        self.in_flight += 1
+
+    def finish(self, now: float) -> None:
+        """A request that :meth:`start` let through was answered (or failed) at ``now``."""
+        self.in_flight -= 1
+        self.answered.append(now)
+
     def record(self, now: float) -> None:
-        """One request is being sent at ``now`` (call only when ``delay(now) == 0``)."""
-        self.sent.append(now)
+        """A request sent and answered at ``now``."""
+        self.start()
+        self.finish(now)
 
     def pause(self, retry_after: float, now: float) -> None:
         """A global 429: nothing global-limited goes out for ``retry_after`` seconds."""

@@ -265,16 +265,7 @@ def add_job(
 ) -> Job | None:
     """Store a job; None when (queue, dedupe_key) was stored before (a duplicate)."""
     with transaction(db):
-        cur = db.execute(
-            """INSERT OR IGNORE INTO jobs (queue, dedupe_key, lane, kind, payload,
-                                           next_attempt_at, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            (queue, dedupe_key, lane, kind, json.dumps(payload), now, now, now),
-        )
-        if cur.rowcount != 1:
-            return None
-        row = db.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
-    return Job.from_row(row)
+        return _insert_job(db, queue, dedupe_key, lane, kind, payload, now)
 
 
 def job_exists(db: sqlite3.Connection, queue: str, dedupe_key: str) -> bool:
@@ -639,3 +630,225 @@ def record_outbound_part(
                 (discord_message_id, chatwoot_message_id, conversation_id, discord_channel_id,
                  now),
             )
+
+
+# ---- reconcile (diswoot.bridge.reconcile; agent deletes and retries in diswoot.bridge.outbound)
+
+_SQL_CHUNK = 500
+"""At most this many ``?`` per ``IN (...)`` list (SQLite's default limit is far higher)."""
+
+
+def handled_chatwoot_messages(
+    db: sqlite3.Connection, queue: str, message_ids: Iterable[int]
+) -> set[int]:
+    """The ids among ``message_ids`` that have a reply job in ``queue`` or an "out" link."""
+    ids = sorted(set(message_ids))
+    found: set[int] = set()
+    for start in range(0, len(ids), _SQL_CHUNK):
+        chunk = ids[start : start + _SQL_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"""SELECT DISTINCT chatwoot_message_id FROM message_links
+                WHERE direction = 'out' AND chatwoot_message_id IN ({marks})""",  # noqa: S608
+            chunk,
+        ).fetchall()
+        found.update(int(row[0]) for row in rows)
+        keys = [f"msg:{message_id}" for message_id in chunk]
+        rows = db.execute(
+            f"SELECT dedupe_key FROM jobs WHERE queue = ? AND dedupe_key IN ({marks})",  # noqa: S608
+            [queue, *keys],
+        ).fetchall()
+        found.update(int(str(row[0]).removeprefix("msg:")) for row in rows)
+    return found
+
+
+def reply_attempts(
+    db: sqlite3.Connection, queue: str, message_id: int
+) -> list[tuple[str, str]]:
+    """``(dedupe_key, state)`` of the reply jobs of one message (``msg:{id}``, ``retry:{id}:n``)."""
+    rows = db.execute(
+        """SELECT dedupe_key, state FROM jobs
+           WHERE queue = ? AND (dedupe_key = ? OR dedupe_key LIKE ?) ORDER BY id""",
+        (queue, f"msg:{message_id}", f"retry:{message_id}:%"),
+    ).fetchall()
+    return [(str(row["dedupe_key"]), str(row["state"])) for row in rows]
+
+
+# ---- backfill (diswoot.bridge.backfill; inbound's bookkeeping of received DMs)
+
+
+def note_dm_received(
+    db: sqlite3.Connection, discord_id: str, channel_id: str, message_id: str, now: float
+) -> None:
+    """A user's DM was stored: remember their DM channel and advance their newest-seen id.
+
+    Creates the user row if needed; the id only moves forward (snowflakes compare as integers),
+    so the downtime backfill starts after the newest DM the daemon already holds.
+    """
+    with transaction(db):
+        db.execute(
+            """INSERT INTO users (discord_id, dm_channel_id, last_message_id,
+                                  created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (discord_id) DO UPDATE SET
+                   dm_channel_id = excluded.dm_channel_id,
+                   last_message_id = CASE
+                       WHEN users.last_message_id IS NULL
+                         OR CAST(users.last_message_id AS INTEGER)
+                            < CAST(excluded.last_message_id AS INTEGER)
+                       THEN excluded.last_message_id
+                       ELSE users.last_message_id END,
+                   updated_at = excluded.updated_at""",
+            (discord_id, channel_id, message_id, now, now),
+        )
+
+
+# ---- perf (combined queries: one worker-thread hop where the bridge made several)
+
+
+def _insert_job(
+    db: sqlite3.Connection,
+    queue: str,
+    dedupe_key: str,
+    lane: str,
+    kind: str,
+    payload: dict[str, Any],
+    now: float,
+) -> Job | None:
+    """``add_job``'s statements, inside the caller's transaction."""
+    cur = db.execute(
+        """INSERT OR IGNORE INTO jobs (queue, dedupe_key, lane, kind, payload,
+                                       next_attempt_at, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        (queue, dedupe_key, lane, kind, json.dumps(payload), now, now, now),
+    )
+    if cur.rowcount != 1:
+        return None
+    row = db.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
+    return Job.from_row(row)
+
+
+def _note_dm(
+    db: sqlite3.Connection, discord_id: str, channel_id: str, message_id: str, now: float
+) -> None:
+    """Inside the caller's transaction: the user's DM channel, newest DM id (only forward)."""
+    db.execute(
+        """INSERT INTO users (discord_id, dm_channel_id, last_message_id, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (discord_id) DO UPDATE SET
+               dm_channel_id = excluded.dm_channel_id,
+               last_message_id = CASE
+                   WHEN users.last_message_id IS NULL
+                     OR CAST(users.last_message_id AS INTEGER)
+                        < CAST(excluded.last_message_id AS INTEGER)
+                   THEN excluded.last_message_id
+                   ELSE users.last_message_id END,
+               updated_at = excluded.updated_at""",
+        (discord_id, channel_id, message_id, now, now),
+    )
+
+
+def add_jobs(
+    db: sqlite3.Connection,
+    queue: str,
+    jobs: Iterable[tuple[str, str, str, dict[str, Any]]],
+    now: float,
+) -> list[Job | None]:
+    """``add_job`` for several ``(dedupe_key, lane, kind, payload)`` in one transaction.
+
+    One entry per job, in order: the stored job, or None for a duplicate.
+    """
+    with transaction(db):
+        return [
+            _insert_job(db, queue, key, lane, kind, body, now) for key, lane, kind, body in jobs
+        ]
+
+
+def accept_dm(
+    db: sqlite3.Connection,
+    queue: str,
+    lane: str,
+    kind: str,
+    payload: dict[str, Any],
+    now: float,
+    *,
+    discord_id: str,
+    channel_id: str,
+    message_id: str,
+) -> Job | None:
+    """``add_job`` (keyed by ``message_id``) and, for a new job, ``note_dm_received``, at once."""
+    with transaction(db):
+        job = _insert_job(db, queue, message_id, lane, kind, payload, now)
+        if job is not None:
+            _note_dm(db, discord_id, channel_id, message_id, now)
+    return job
+
+
+def ticket_state(
+    db: sqlite3.Connection, discord_id: str, message_id: str | None = None
+) -> tuple[User | None, Conversation | None, list[Link]]:
+    """The user, their current conversation and the links of ``message_id``, in one read."""
+    user = get_user(db, discord_id)
+    conversation = None
+    if user is not None and user.conversation_id is not None:
+        conversation = get_conversation(db, user.conversation_id)
+    links = links_for_discord(db, message_id) if message_id is not None else []
+    return user, conversation, links
+
+
+def begin_post(
+    db: sqlite3.Connection, job_id: int, payload: dict[str, Any], conversation_id: int
+) -> int | None:
+    """Write the posting attempt into the job before a POST Chatwoot cannot dedupe.
+
+    Sets ``payload["posting"] = {"conversation_id", "after"}`` (``after``: the newest Chatwoot
+    message the bridge linked in that conversation) and stores the payload; returns ``after``.
+    """
+    with transaction(db):
+        after = newest_linked_chatwoot_message(db, conversation_id)
+        payload["posting"] = {"conversation_id": conversation_id, "after": after}
+        db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
+    return after
+
+
+def record_inbound_delivery(
+    db: sqlite3.Connection,
+    *,
+    discord_message_id: str,
+    chatwoot_message_id: int,
+    conversation_id: int,
+    channel_id: str,
+    discord_id: str,
+    now: float,
+    reopened: bool = False,
+) -> User:
+    """What a forwarded DM changes, in one transaction; returns the user row afterwards.
+
+    ``add_link`` (direction in), ``touch_conversation``, ``change_conversation_status`` to
+    open when ``reopened``, ``upsert_user`` with the DM channel and ``note_last_message``.
+    """
+    with transaction(db):
+        db.execute(
+            """INSERT OR IGNORE INTO message_links (discord_message_id, chatwoot_message_id,
+                   conversation_id, discord_channel_id, direction, created_at)
+               VALUES (?, ?, ?, ?, 'in', ?)""",
+            (discord_message_id, chatwoot_message_id, conversation_id, channel_id, now),
+        )
+        if reopened:
+            db.execute(
+                """UPDATE conversations SET status = 'open', status_at = ?,
+                       last_activity_at = MAX(COALESCE(last_activity_at, 0), ?)
+                   WHERE conversation_id = ?""",
+                (now, now, conversation_id),
+            )
+        else:
+            db.execute(
+                """UPDATE conversations
+                   SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?)
+                   WHERE conversation_id = ?""",
+                (now, conversation_id),
+            )
+        _note_dm(db, discord_id, channel_id, discord_message_id, now)
+    user = get_user(db, discord_id)
+    assert user is not None
+    return user

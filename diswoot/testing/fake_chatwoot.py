@@ -198,6 +198,7 @@ class FakeChatwoot:
         self.webhook_urls = list(webhook_urls)
         self.webhook_secret = webhook_secret
         self.latency = latency
+        self.check_spec = True  # False skips the (costly) OpenAPI checks, e.g. in benchmarks
         self.version = version
         self.clock: Callable[[], float] = time.time
         self.base_url = ""
@@ -218,6 +219,8 @@ class FakeChatwoot:
         self.contact_inboxes: dict[int, Json] = {}
         self.conversations: dict[int, Json] = {}
         self.messages: dict[int, Json] = {}
+        self._by_conversation: dict[int, list[Json]] = {}  # see _messages_of
+        self._indexed = 0
         self.attachment_blobs: dict[int, bytes] = {}
         self.csat_responses: dict[int, Json] = {}
         self.down = False
@@ -270,11 +273,7 @@ class FakeChatwoot:
 
     def messages_in(self, conversation_id: int) -> list[Json]:
         """REST-shaped messages of a conversation, in id order."""
-        return [
-            self._message_rest(m)
-            for m in sorted(self.messages.values(), key=lambda m: m["id"])
-            if m["conversation_id"] == conversation_id
-        ]
+        return [self._message_rest(m) for m in self._messages_of(conversation_id)]
 
     def conversation_for(self, identifier: str) -> list[Json]:
         """REST-shaped conversations of the contact with this identifier, oldest first."""
@@ -498,7 +497,7 @@ class FakeChatwoot:
 
     def _check_spec(self, recorded: RecordedRequest) -> None:
         path = recorded.path
-        if not path.startswith(("/api/v1/", "/public/api/v1/")):
+        if not self.check_spec or not path.startswith(("/api/v1/", "/public/api/v1/")):
             return
         for method, pattern in SPEC_GAPS:
             if method in (recorded.method, "*") and pattern.match(path):
@@ -535,17 +534,27 @@ class FakeChatwoot:
         return next(
             (
                 m
-                for m in sorted(self.messages.values(), key=lambda m: m["id"])
-                if m["conversation_id"] == conversation["id"] and m["content_type"] == "input_csat"
+                for m in self._messages_of(conversation["id"])
+                if m["content_type"] == "input_csat"
             ),
             None,
         )
 
     def _conversation_messages(self, conversation: Json) -> list[Json]:
-        return sorted(
-            (m for m in self.messages.values() if m["conversation_id"] == conversation["id"]),
-            key=lambda m: m["id"],
-        )
+        return list(self._messages_of(conversation["id"]))
+
+    def _messages_of(self, conversation_id: int) -> list[Json]:
+        """The conversation's messages in id order, from an index kept beside ``messages``.
+
+        Message ids only grow, so appending keeps the order; if ``messages`` was changed
+        directly (not through ``_create_message``), the index is rebuilt from it.
+        """
+        if self._indexed != len(self.messages):
+            self._by_conversation = {}
+            for message in sorted(self.messages.values(), key=lambda m: m["id"]):
+                self._by_conversation.setdefault(message["conversation_id"], []).append(message)
+            self._indexed = len(self.messages)
+        return self._by_conversation.get(conversation_id, [])
 
     # ================================================================== presenters
 
@@ -725,12 +734,14 @@ class FakeChatwoot:
         return data
 
     def _last_chat_message(self, conversation: Json) -> Json | None:
-        chat = [
-            m
-            for m in self._conversation_messages(conversation)
-            if not m["private"] and m["message_type"] != ACTIVITY
-        ]
-        return chat[-1] if chat else None
+        return next(
+            (
+                m
+                for m in reversed(self._messages_of(conversation["id"]))
+                if not m["private"] and m["message_type"] != ACTIVITY
+            ),
+            None,
+        )
 
     def _conversation_webhook(self, conversation: Json) -> Json:
         """``Conversation#webhook_data`` (§2.2): no uuid, no inbox object."""
@@ -958,6 +969,9 @@ class FakeChatwoot:
         for filename, mime, data in attachments:
             message["attachments"].append(self._new_attachment(message_id, filename, mime, data))
         self.messages[message_id] = message
+        if self._indexed == len(self.messages) - 1:
+            self._by_conversation.setdefault(conversation["id"], []).append(message)
+            self._indexed += 1
         contact = self.contacts[conversation["contact_id"]]
         if message_type == INCOMING:
             contact["last_activity_at"] = int(now)
@@ -1637,6 +1651,22 @@ class FakeChatwoot:
             "updated_at": now,
         }
         self.csat_responses[message["id"]] = row
+
+    # ================================================================== additions: agent retry
+
+    async def agent_retry(self, conversation_id: int, message_id: int) -> None:
+        """An agent presses Retry on a failed message (``POST .../messages/{id}/retry``).
+
+        v4.15.1 sets ``sent``, wipes ``content_attributes`` (so ``external_error`` goes) and
+        fires ``message_updated``; for an API inbox nothing else happens.
+        """
+        with self._actions(True) as done:
+            message = self.messages[message_id]
+            if message["conversation_id"] != conversation_id:
+                raise KeyError(f"message {message_id} is not in conversation {conversation_id}")
+            message.update(status="sent", content_attributes={}, updated_at=self.clock())
+            self._emit(self._message_webhook(message, "message_updated"))
+        await self._wait(done)
 
 
 def _reason(status: int) -> str:

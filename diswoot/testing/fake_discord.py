@@ -183,6 +183,7 @@ class FakeDiscord:
         self.latency = latency
         self.public_key_signer = public_key_signer
         self.spec = SpecValidator.load("discord")
+        self.check_spec = True  # False skips the (costly) OpenAPI checks, e.g. in benchmarks
 
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
@@ -582,6 +583,8 @@ class FakeDiscord:
         body = bytearray()
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away mid-request: nothing arrived, nothing happens
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
@@ -613,8 +616,10 @@ class FakeDiscord:
             method, path, query, headers, json_body, files, op.template if op else None
         )
         self.requests.append(record)
-        violations = self.spec.check_request(
-            method, path, query=query, json_body=json_body, form=form
+        violations = (
+            self.spec.check_request(method, path, query=query, json_body=json_body, form=form)
+            if self.check_spec
+            else []
         )
         self.violations += violations
         rate_headers: dict[str, str] = {}
@@ -640,7 +645,7 @@ class FakeDiscord:
         record.status = status
         if status == 429:
             self.responses_429 += 1
-        if op is not None and status != 429 and not isinstance(result, bytes):
+        if op is not None and status != 429 and not isinstance(result, bytes) and self.check_spec:
             self.response_violations += self.spec.check_response(method, path, status, result)
         out_headers = dict(rate_headers)
         if isinstance(result, bytes):
@@ -1174,3 +1179,69 @@ class FakeDiscord:
             )
         self.commands = result
         return 200, result
+
+    # -- additions for the no-loss features (backfill, expired attachment URLs) --------------
+
+    def user_sent_earlier(
+        self,
+        user_id: str,
+        content: str,
+        *,
+        at: float,
+        attachments: Iterable[tuple[str, str, bytes]] = (),
+    ) -> dict[str, Any]:
+        """A DM the user sent at ``at`` (Unix seconds) that no gateway client ever received.
+
+        Only stored (GET messages lists it, by its id made from ``at``); nothing is dispatched.
+        """
+        channel = self._dm_channel(user_id)
+        channel_id = channel["id"]
+        value = (int(at * 1000) - DISCORD_EPOCH_MS) << 22
+        taken = {m["id"] for m in self.messages[channel_id]}
+        while str(value) in taken:
+            value += 1
+        message: dict[str, Any] = {
+            "id": str(value),
+            "channel_id": channel_id,
+            "author": self._user(user_id),
+            "type": 0,
+            "content": content,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [self._store_attachment(channel_id, *a) for a in attachments],
+            "embeds": [],
+            "components": [],
+            "timestamp": datetime.fromtimestamp(at, UTC).isoformat(),
+            "edited_timestamp": None,
+            "flags": 0,
+            "pinned": False,
+            "mention_everyone": False,
+            "tts": False,
+        }
+        self.messages[channel_id].append(message)
+        last = channel["last_message_id"]
+        if last is None or int(last) < value:
+            channel["last_message_id"] = message["id"]
+        return message
+
+    def expire_cdn_urls(self) -> None:
+        """Every signed attachment URL handed out so far stops working (403), as after ``ex``;
+        stored messages get freshly signed URLs, so re-fetching a message gives working ones."""
+        self._cdn_secret = secrets.token_bytes(16)
+        def resigned(attachment: dict[str, Any]) -> dict[str, Any]:
+            url = self._sign_cdn(attachment["url"].split("?", 1)[0][len(self.root_url) :])
+            return {**attachment, "url": url, "proxy_url": url}
+
+        for messages in self.messages.values():
+            for message in messages:
+                message["attachments"] = [resigned(a) for a in message["attachments"]]
+
+    # -- additions for the agent-side no-loss features (outbound deletes and retries) -------
+
+    def set_accepts_dms(self, user_id: str, accepts: bool) -> None:
+        """The user opens (or closes) their DMs to the bot; closed DMs answer 50007."""
+        self._user(user_id)
+        if accepts:
+            self._no_dms.discard(user_id)
+        else:
+            self._no_dms.add(user_id)

@@ -405,6 +405,13 @@ class FakeGateway:
         self._handshake_event.set()
         self._handshake_event = trio.Event()
 
+    def discard_pending(self) -> int:
+        """Drop the dispatches held for the next READY (how many): Discord never replays missed
+        events to a fresh (IDENTIFY) session, so a test of the backfill must not get them."""
+        dropped = len(self._pending)
+        self._pending.clear()
+        return dropped
+
 
 def _body(payload: dict[str, Any]) -> dict[str, Any]:
     d = payload.get("d")

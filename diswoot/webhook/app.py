@@ -55,6 +55,9 @@ def create_app(
             return problem(400, "body is not valid JSON")
         if not isinstance(body, dict):
             return problem(400, "body must be a JSON object")
+        if _echo_or_note(body):
+            ctx.metrics.webhooks.labels(outcome="ignored").inc()
+            return {"ok": True, "outcome": "ignored"}, 200
         try:
             outcome = await outbound.accept_webhook(body)
         except ValueError as exc:
@@ -135,6 +138,17 @@ def create_app(
         return Response(ctx.metrics.render(), status=200, content_type=CONTENT_TYPE)
 
     return app
+
+
+def _echo_or_note(body: dict[str, Any]) -> bool:
+    """A message event the bridge ignores whatever else it says: checked before parsing it.
+
+    Chatwoot sends one for every forwarded DM (the ``incoming`` echo) and every private note;
+    the outbound bridge delivers only public ``outgoing``/``template`` messages.
+    """
+    return body.get("event") in ("message_created", "message_updated") and (
+        body.get("private") is True or body.get("message_type") == "incoming"
+    )
 
 
 async def _raw_body() -> bytes:

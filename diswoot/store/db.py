@@ -1,10 +1,9 @@
-"""The SQLite store: one connection, used only from the store's own thread, one call at a time.
+"""The SQLite store: one connection, used only from worker threads, one batch at a time.
 
 Every query is a plain synchronous function ``fn(db, *args)`` (see :mod:`diswoot.store.queries`)
-run through :meth:`Store.call`, which hands it to the store's worker thread so the trio loop
-never blocks on disk.  At most one batch of calls runs at a time, so all use of the connection
-is serialised.  The thread is the store's own (not ``trio.to_thread``'s cache): a hand-over
-costs half as much CPU, and a DM makes a dozen of them.
+run through :meth:`Store.call`, which hands it to a worker thread with ``trio.to_thread`` so
+the trio loop never blocks on disk.  At most one batch of calls runs at a time, so all use of
+the connection is serialised, and calls that queue up meanwhile share the next thread hop.
 
 Durability: WAL with ``synchronous=NORMAL`` survives a crash or SIGKILL of the daemon (every
 committed transaction is in the WAL); after a power loss the last few commits may be lost, which
@@ -14,9 +13,7 @@ the gateway backfill and the Chatwoot reconciliation sweep recover.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -51,34 +48,6 @@ def _run_batch(batch: list[_Call]) -> None:
         item.result = outcome.capture(item.fn)
 
 
-class _Worker:
-    """The thread that runs every batch; the trio task that handed one over sleeps meanwhile."""
-
-    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
-        self._token = token
-        self._jobs: queue.SimpleQueue[tuple[list[_Call], trio.lowlevel.Task] | None]
-        self._jobs = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="diswoot-store", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            batch, task = job
-            try:
-                _run_batch(batch)
-            finally:
-                self._token.run_sync_soon(trio.lowlevel.reschedule, task)
-
-    async def run(self, batch: list[_Call]) -> None:
-        """Run ``batch`` in the thread; not cancellable (a batch is short and must finish)."""
-        self._jobs.put((batch, trio.lowlevel.current_task()))
-        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
-
-    async def aclose(self) -> None:
-        self._jobs.put(None)
-        await trio.to_thread.run_sync(self._thread.join)
-
-
 class Store:
     """Async front of one SQLite connection.
 
@@ -86,20 +55,19 @@ class Store:
     *every* queued call and runs them in one hand-over to the worker thread.  Calls that
     arrive meanwhile wait; when the batch ends, the caller of the oldest of them is woken to
     lead the next one and the others sleep on until their batch is done.  Under load that
-    turns N hand-overs into one, with one wake-up per call, while each call keeps its own
+    turns N thread hops into one, with one wake-up per call, while each call keeps its own
     transaction and its own result or exception.
     """
 
-    def __init__(self, db: sqlite3.Connection, path: str, worker: _Worker) -> None:
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
         self._db = db
-        self._worker = worker
         self._queued: list[_Call] = []
         self._running = False
         self.path = path
         self.batches = 0  # hand-overs so far (observability, benchmark)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(db, *args, **kwargs)`` in the worker thread, serialised with all others."""
+        """Run ``fn(db, *args, **kwargs)`` in a worker thread, serialised with all others."""
         item = _Call(partial(fn, self._db, *args, **kwargs))
         self._queued.append(item)
         if self._running:
@@ -125,7 +93,8 @@ class Store:
         self._running = True
         self.batches += 1
         try:
-            await self._worker.run(batch)
+            # abandon_on_cancel=False: a cancelled leader still waits for its batch to finish
+            await trio.to_thread.run_sync(_run_batch, batch)
         finally:
             for item in batch:
                 if item.result is None:
@@ -190,10 +159,8 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
     """Open the database at ``path`` (migrated) for the duration of the block."""
     spath = str(path)
     db = await trio.to_thread.run_sync(partial(connect, spath, factory=CONNECTION_FACTORY))
-    worker = _Worker(trio.lowlevel.current_trio_token())
     try:
-        yield Store(db, spath, worker)
+        yield Store(db, spath)
     finally:
         with trio.CancelScope(shield=True):
-            await worker.aclose()
             await trio.to_thread.run_sync(db.close)

@@ -15,20 +15,41 @@ different users concurrently.  :meth:`InboundBridge.handle` then delivers it:
 4. the link (Discord id <-> Chatwoot id), then the confirm reaction - so it means "delivered" -
    and the greeting (once per user) and out-of-office notices through the outbound queue.
 
+Attachments are downloaded when the job runs (Discord's signed CDN URLs expire: a 403/404
+re-fetches the message for fresh ones) and streamed straight into the same multipart POST as
+the text, so agents see them inline and nothing is held in memory; a file over
+``ATTACHMENT_MAX_MB`` (or one that cannot be fetched) becomes a link with a note above it.
+
 Chatwoot unreachable -> retried until it is back (the user is told once per outage that the
 message is saved); any other 4xx -> dead-lettered with the reason.  Edits and deletions of
-forwarded DMs become private notes on the forwarded message, in the same lane.
+forwarded DMs become private notes on the forwarded message, in the same lane.  A fresh gateway
+session starts the downtime backfill (:mod:`diswoot.bridge.backfill`); a user typing in their
+DM is shown to agents (:class:`TypingRelay`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import trio
 
 from diswoot.bridge import embeds
+from diswoot.bridge.backfill import Backfill
+from diswoot.bridge.downloads import (
+    DownloadFailed,
+    DownloadStream,
+    DownloadUnavailable,
+    TooLarge,
+    open_download,
+)
 from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.tickets import ContactGone, ConversationChoice, Tickets
@@ -39,7 +60,7 @@ from diswoot.chatwoot.errors import (
     ChatwootUnprocessable,
 )
 from diswoot.chatwoot.hours import WorkingHours
-from diswoot.chatwoot.models import InboxConfig
+from diswoot.chatwoot.models import Attachment, InboxConfig
 from diswoot.context import Context
 from diswoot.gateway.events import MessageCreate, MessageDelete, MessageUpdate, TypingStart
 from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
@@ -54,6 +75,13 @@ CONCURRENCY = 32
 MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
 LIST_PAGE = 100  # GET messages?after= returns at most this many
 THROTTLE_DELAY = 60.0
+MIB = 1024 * 1024
+DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DOWNLOAD_ATTEMPTS = 6  # transient CDN failures before a file is sent as a link instead
+EXPIRED_STATUSES = frozenset({403, 404, 410})  # an expired signed URL, or a deleted file
+TYPING_RENEW = 8.0  # at most one "on" per user this often
+TYPING_OFF_AFTER = 10.0  # Discord's typing indicator lasts 10 s
+TYPING_DISABLE = 900.0  # after a 401/403/404 (a Chatwoot without the public API)
 
 
 class InboundBridge:
@@ -64,15 +92,27 @@ class InboundBridge:
         self.outbound = outbound
         self.tickets = Tickets(ctx)
         self.queue = JobQueue(ctx.store, QUEUE, self.handle, concurrency=CONCURRENCY)
+        self.typing = TypingRelay(ctx)
+        self.backfill = Backfill(ctx, self.accept_message)
         self._told_saved: set[str] = set()  # users told "saved" during the current outage
+        self._stop = trio.Event()  # the service's, once start_background has run
 
     # ------------------------------------------------------------------ gateway side
-    async def accept_message(self, event: MessageCreate) -> None:
-        """Store the DM as a job (no network call); a duplicate is ignored."""
+    async def accept_message(self, event: MessageCreate) -> bool:
+        """Store the DM as a job (no network call); False for a duplicate.
+
+        The user's DM channel and newest DM id are noted with it: the backfill starts there.
+        """
         payload = {"message": event.data, "received_at": self.ctx.clock()}
         job = await self.queue.submit(KIND_MESSAGE, event.id, event.author_id, payload)
-        if job is not None:
-            self.ctx.metrics.dms_received.inc()
+        if job is None:
+            return False
+        self.ctx.metrics.dms_received.inc()
+        self.typing.message_sent(event.author_id)
+        await self.ctx.store.call(
+            q.note_dm_received, event.author_id, event.channel_id, event.id, self.ctx.clock()
+        )
+        return True
 
     async def accept_edit(self, event: MessageUpdate) -> None:
         """Store an edit of a DM; it becomes a private note if the DM was forwarded."""
@@ -99,13 +139,17 @@ class InboundBridge:
         await self.queue.submit(KIND_DELETE, f"delete:{event.id}", lane, payload)
 
     def user_typing(self, event: TypingStart) -> None:
-        """Typing indicators are not forwarded yet (issue 8 adds them); nothing to record."""
+        """The user is typing in their DM: shown to agents (never blocks)."""
+        self.typing.user_typing(event)
 
     def session_started(self, nursery: trio.Nursery) -> None:
-        """A fresh gateway session; the backfill of missed DMs arrives with issue 8."""
+        """A fresh gateway session (READY): fetch the DMs sent while there was none."""
+        nursery.start_soon(self.backfill.run, self._stop, name="backfill")
 
     async def start_background(self, nursery: trio.Nursery, stop: trio.Event) -> None:
-        """The inbound bridge has no background task: its queue is run by the service."""
+        """Start the typing relay (the queue itself is run by the service)."""
+        self._stop = stop
+        await nursery.start(self.typing.run, stop)
 
     # ------------------------------------------------------------------ delivery
     async def handle(self, job: Job) -> dict[str, Any] | None:
@@ -129,8 +173,12 @@ class InboundBridge:
             if not exc.permanent:
                 raise RetryLater(str(exc)) from exc
             raise PermanentFailure(f"Discord refused {job.kind} {job.dedupe_key}: {exc}") from exc
-        except DiscordUnavailable as exc:
+        except (DiscordUnavailable, DownloadUnavailable) as exc:
             raise RetryLater(str(exc)) from exc
+        except _AttachmentTooLarge as exc:  # its size was not announced: a link next time
+            job.payload.setdefault("oversize", []).append(exc.attachment_id)
+            await self.ctx.store.call(q.update_job_payload, job.id, job.payload)
+            raise RetryLater(str(exc), delay=0.0) from exc
         raise PermanentFailure(f"unknown inbound job kind {job.kind!r}")
 
     async def _deliver_message(self, job: Job) -> dict[str, Any]:
@@ -213,6 +261,7 @@ class InboundBridge:
                     conversation_id,
                     source_id=message_id,
                     content=_content(data),
+                    files=data,
                     message_type="incoming",
                     content_attributes=await self._reply_attributes(data, conversation_id),
                 )
@@ -226,13 +275,21 @@ class InboundBridge:
         )
 
     async def _post_once(
-        self, job: Job, conversation_id: int, *, source_id: str, **fields: Any
+        self,
+        job: Job,
+        conversation_id: int,
+        *,
+        source_id: str,
+        content: str,
+        files: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
         """POST a message at most once per job, although Chatwoot has no idempotency.
 
         The attempt (conversation, newest known message id) is stored in the job before the
         POST; if it is there already, an earlier attempt may have succeeded unseen, so the
-        conversation is searched for our ``source_id`` first.
+        conversation is searched for our ``source_id`` first.  ``files``: the Discord message
+        whose attachments are uploaded with it (or linked, with a note, below the text).
         """
         store = self.ctx.store
         attempt = job.payload.get("posting")
@@ -243,12 +300,63 @@ class InboundBridge:
             if found is not None:
                 log.info("%s %s is in Chatwoot already (%s)", job.kind, source_id, found["id"])
                 return found
-        after = await store.call(q.newest_linked_chatwoot_message, conversation_id)
-        job.payload["posting"] = {"conversation_id": conversation_id, "after": after}
-        await store.call(q.update_job_payload, job.id, job.payload)
-        return await self.ctx.chatwoot.create_message(
-            conversation_id, source_id=source_id, **fields
-        )
+        async with self._uploads(job, files) as (parts, notes):
+            after = await store.call(q.newest_linked_chatwoot_message, conversation_id)
+            job.payload["posting"] = {"conversation_id": conversation_id, "after": after}
+            await store.call(q.update_job_payload, job.id, job.payload)
+            text = "\n".join(line for line in (content, *notes) if line)
+            return await self.ctx.chatwoot.create_message(
+                conversation_id,
+                source_id=source_id,
+                content=text or (None if parts else "(empty message)"),
+                attachments=parts,
+                **fields,
+            )
+
+    @asynccontextmanager
+    async def _uploads(
+        self, job: Job, message: dict[str, Any] | None
+    ) -> AsyncIterator[tuple[list[Attachment], list[str]]]:
+        """The DM's files opened as upload streams, and notes for those sent as links."""
+        attachments: list[dict[str, Any]] = (message or {}).get("attachments") or []
+        if message is None or not attachments:
+            yield [], []
+            return
+        cap_mb = self.ctx.cfg.attachment_max_mb
+        oversize = {str(i) for i in job.payload.get("oversize") or ()}
+        parts: list[Attachment] = []
+        notes: list[str] = []
+        async with (
+            httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as http,
+            AsyncExitStack() as stack,
+        ):
+            files = _DmFiles(self.ctx, message, http, stack, cap_mb * MIB)
+            for attachment in attachments:
+                too_large = f"is larger than {cap_mb} MB"
+                why: str | None = None
+                if int(attachment.get("size") or 0) > cap_mb * MIB:
+                    why = too_large
+                elif str(attachment.get("id")) in oversize:
+                    why = too_large
+                else:
+                    try:
+                        stream = await files.open(attachment)
+                    except TooLarge:
+                        why = too_large
+                    except DownloadFailed as exc:
+                        why = f"could not be downloaded ({exc})"
+                    except DownloadUnavailable as exc:
+                        if job.attempts + 1 < DOWNLOAD_ATTEMPTS:
+                            raise
+                        why = f"could not be downloaded ({exc})"
+                if why is not None:
+                    notes.append(_link_note(attachment, why, await files.url(attachment)))
+                    continue
+                chunks = _guarded(stream, str(attachment.get("id")))
+                stack.push_async_callback(chunks.aclose)  # also when the upload failed
+                name = str(attachment.get("filename") or "file")
+                parts.append(Attachment(name, _media_type(attachment, stream), chunks))
+            yield parts, notes
 
     async def _find_posted(
         self, conversation_id: int, source_id: str, after: int | None
@@ -372,6 +480,119 @@ class InboundBridge:
         )
 
 
+class TypingRelay:
+    """Shows a user typing in their DM to the agents (Chatwoot's public ``toggle_typing``).
+
+    Coalesced per user: "on" at the first TYPING_START and again at most every
+    ``TYPING_RENEW`` seconds while they keep coming, "off" ``TYPING_OFF_AFTER`` seconds after
+    the last one (or when the DM arrives).  Best effort: users without a conversation are
+    skipped, a Chatwoot that refuses the public API (401/403/404) disables it for a while.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._nursery: trio.Nursery | None = None
+        self._last: dict[str, float] = {}  # user -> trio time of their newest typing event
+        self._wake: dict[str, trio.Event] = {}
+        self._disabled_until = -math.inf
+        self._told_disabled = False
+        self.renew_after = TYPING_RENEW
+        self.off_after = TYPING_OFF_AFTER
+
+    @property
+    def disabled(self) -> bool:
+        """True for a while after Chatwoot refused the public typing API."""
+        return trio.current_time() < self._disabled_until
+
+    async def run(
+        self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Own the relay tasks until ``stop``."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await stop.wait()
+            self._nursery = None
+            nursery.cancel_scope.cancel()
+
+    def user_typing(self, event: TypingStart) -> None:
+        """A TYPING_START in a DM (sync, never blocks)."""
+        if self._nursery is None or self.disabled:
+            return
+        user_id = event.user_id
+        fresh = user_id not in self._last
+        self._last[user_id] = trio.current_time()
+        if fresh:
+            self._wake[user_id] = trio.Event()
+            self._nursery.start_soon(self._relay, user_id, name="typing")
+
+    def message_sent(self, user_id: str) -> None:
+        """The user's DM arrived: their typing is over."""
+        if user_id in self._last:
+            self._last[user_id] = -math.inf
+            self._wake[user_id].set()
+
+    async def _relay(self, user_id: str) -> None:
+        try:
+            target = await self._target(user_id)
+            if target is None or not await self._toggle(target, on=True):
+                return
+            on_at = trio.current_time()
+            while True:
+                last = self._last[user_id]
+                off_at = last + self.off_after
+                wake_at = off_at if last <= on_at else min(off_at, on_at + self.renew_after)
+                wake = self._wake[user_id]
+                with trio.move_on_at(wake_at):
+                    await wake.wait()
+                if wake.is_set():
+                    self._wake[user_id] = trio.Event()
+                now, last = trio.current_time(), self._last[user_id]
+                if now >= last + self.off_after:
+                    break
+                if last > on_at and now >= on_at + self.renew_after:
+                    on_at = now
+                    if not await self._toggle(target, on=True):
+                        return
+            await self._toggle(target, on=False)
+        finally:
+            self._last.pop(user_id, None)
+            self._wake.pop(user_id, None)
+
+    async def _target(self, user_id: str) -> tuple[str, str, int] | None:
+        """(inbox_identifier, source_id, conversation_id), or None when there is none yet."""
+        inbox = self.ctx.inbox.current
+        if inbox is None or not inbox.inbox_identifier:
+            return None
+        user = await self.ctx.store.call(q.get_user, user_id)
+        if user is None or not user.source_id or user.conversation_id is None:
+            return None
+        return inbox.inbox_identifier, user.source_id, user.conversation_id
+
+    async def _toggle(self, target: tuple[str, str, int], *, on: bool) -> bool:
+        """One toggle_typing call; False when it failed (and the relay should stop)."""
+        try:
+            await self.ctx.chatwoot.toggle_typing_as_contact(*target, on)
+        except ChatwootUnavailable as exc:
+            log.debug("typing not shown: %s", exc)
+            return False
+        except ChatwootError as exc:
+            if exc.status in (401, 403, 404):
+                self._disabled_until = trio.current_time() + TYPING_DISABLE
+                if not self._told_disabled:
+                    self._told_disabled = True
+                    log.info(
+                        "Chatwoot refused the public toggle_typing API (%s); user typing is "
+                        "not shown to agents for the next %d min",
+                        exc.status,
+                        TYPING_DISABLE // 60,
+                    )
+            else:
+                log.warning("typing not shown: %s", exc)
+            return False
+        return True
+
+
 def _throttled(exc: ChatwootError) -> bool:
     """Chatwoot's per-conversation message rate limit (a 422 "Too many messages")."""
     return isinstance(exc, ChatwootUnprocessable) and "Too many messages" in str(exc.body)
@@ -386,10 +607,123 @@ def _greeting_text(ctx: Context, inbox: InboxConfig | None) -> str | None:
 
 
 def _content(data: dict[str, Any]) -> str:
-    """The text of a DM for Chatwoot: its content plus what it carries besides text."""
+    """The text of a DM for Chatwoot: its content plus stickers (files are uploaded)."""
     lines = [str(data.get("content") or "")] if data.get("content") else []
-    for attachment in data.get("attachments") or []:
-        lines.append(f"📎 {attachment.get('filename', 'file')}: {attachment.get('url', '')}")
     for sticker in data.get("sticker_items") or []:
         lines.append(f"[sticker: {sticker.get('name', '?')}]")
-    return "\n".join(lines) or "(empty message)"
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- attachments
+
+
+class _AttachmentTooLarge(Exception):
+    """A file grew past the cap while being uploaded (its size was not announced)."""
+
+    def __init__(self, attachment_id: str) -> None:
+        super().__init__(f"attachment {attachment_id} is larger than announced")
+        self.attachment_id = attachment_id
+
+
+class _DmFiles:
+    """Opens the attachments of one DM, re-fetching the message once for fresh CDN URLs."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        message: dict[str, Any],
+        http: httpx.AsyncClient,
+        stack: AsyncExitStack,
+        max_bytes: int,
+    ) -> None:
+        self._ctx = ctx
+        self._message = message
+        self._http = http
+        self._stack = stack
+        self._max_bytes = max_bytes
+        self._fresh: dict[str, str] | None = None
+
+    async def url(self, attachment: dict[str, Any]) -> str:
+        """The attachment's URL; a fresh one once its signature has expired (``ex``)."""
+        url = str(attachment.get("url") or "")
+        expires = _expiry(url)
+        if expires is not None and expires <= self._ctx.clock():
+            url = (await self._fresh_urls()).get(str(attachment.get("id")), url)
+        return url
+
+    async def open(self, attachment: dict[str, Any]) -> DownloadStream:
+        """The download, retried once with a fresh URL when Discord's CDN refuses the URL."""
+        url = await self.url(attachment)
+        try:
+            return await self._open(url)
+        except DownloadFailed as exc:
+            if exc.status not in EXPIRED_STATUSES:
+                raise
+            fresh = (await self._fresh_urls()).get(str(attachment.get("id")))
+            if fresh is None:
+                raise DownloadFailed("deleted in Discord", exc.status) from exc
+            if fresh == url:
+                raise
+        return await self._open(fresh)
+
+    async def _open(self, url: str) -> DownloadStream:
+        return await self._stack.enter_async_context(
+            open_download(self._http, url, max_bytes=self._max_bytes)
+        )
+
+    async def _fresh_urls(self) -> dict[str, str]:
+        """Attachment id -> URL from the message as Discord serves it now ({} if deleted)."""
+        if self._fresh is None:
+            message_id, channel_id = str(self._message["id"]), str(self._message["channel_id"])
+            try:  # the one message right after id - 1 is the message itself, if it still exists
+                page = await self._ctx.discord.list_messages(
+                    channel_id, after=str(int(message_id) - 1), limit=1
+                )
+            except DiscordHTTPError as exc:
+                if not exc.permanent:
+                    raise
+                page = []
+            found = next((m for m in page if str(m.get("id")) == message_id), None)
+            self._fresh = {
+                str(a.get("id")): str(a.get("url")) for a in (found or {}).get("attachments") or []
+            }
+            log.info("message %s: re-fetched %d attachment URL(s)", message_id, len(self._fresh))
+        return self._fresh
+
+
+async def _guarded(stream: DownloadStream, attachment_id: str) -> AsyncGenerator[bytes, None]:
+    """The file's bytes; an overrun of the cap names the attachment (see ``handle``)."""
+    try:
+        async with aclosing(stream.chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    except TooLarge as exc:
+        raise _AttachmentTooLarge(attachment_id) from exc
+
+
+def _media_type(attachment: dict[str, Any], stream: DownloadStream) -> str:
+    """The part's Content-Type (Chatwoot derives ``file_type`` from it)."""
+    return str(attachment.get("content_type") or stream.content_type or "application/octet-stream")
+
+
+def _expiry(url: str) -> float | None:
+    """When a signed Discord CDN URL expires (its hex ``ex`` parameter), if it says."""
+    expires = parse_qs(urlsplit(url).query).get("ex")
+    try:
+        return float(int(expires[0], 16)) if expires else None
+    except ValueError:
+        return None
+
+
+def _link_note(attachment: dict[str, Any], why: str, url: str) -> str:
+    """A note for agents above the link to a file that was not uploaded."""
+    name = str(attachment.get("filename") or "file")
+    size = int(attachment.get("size") or 0)
+    details = [f"{math.ceil(size * 10 / MIB) / 10:.1f} MB"] if size else []  # never rounded down
+    expires = _expiry(url)
+    if expires is not None:
+        with contextlib.suppress(OverflowError, OSError, ValueError):  # a nonsensical ex
+            until = datetime.fromtimestamp(expires, UTC)
+            details.append(f"link valid until {until:%Y-%m-%d %H:%M} UTC")
+    suffix = f" ({', '.join(details)})" if details else ""
+    return f"📎 {name} {why}, so it was not uploaded{suffix}:\n{url}"

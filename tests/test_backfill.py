@@ -1,0 +1,238 @@
+"""DMs sent while the daemon was away arrive once: by RESUME replay, by backfill, or by both.
+
+The real daemon against FakeDiscord (REST + gateway) and FakeChatwoot on 127.0.0.1, on the real
+clock.  ``FakeDiscord.user_sends`` stores a DM even when no gateway client is connected; the
+fake gateway keeps it for a RESUME of a still-valid session, or for the next READY after
+``invalidate_sessions`` - which Discord would not do, so those tests drop it with
+``discard_pending`` and only the backfill can bring it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from diswoot.bridge.backfill import BackfillResult
+from diswoot.snowflake import snowflake_time
+from diswoot.store import open_store
+from diswoot.store import queries as q
+from diswoot.testing.fake_gateway import FakeGateway
+from diswoot.testing.harness import World, bridge_world, daemon_process
+
+UID = "80351110224678912"
+TIMEOUT = 40
+FAST_DISCORD = {"route_limit": 1000}  # the confirm reactions need not crawl at 5 per 5 s
+
+
+@asynccontextmanager
+async def world_for(tmp_path: Path, **kwargs: Any) -> AsyncIterator[World]:
+    with trio.fail_after(TIMEOUT):
+        async with bridge_world(
+            tmp_path, greeting_enabled=False, discord_options=FAST_DISCORD, **kwargs
+        ) as world:
+            world.discord.add_user(UID, "alice")
+            yield world
+            assert world.chatwoot.violations == []
+            assert world.discord.violations == []
+
+
+def gateway(world: World) -> FakeGateway:
+    assert isinstance(world.discord.gateway, FakeGateway)
+    return world.discord.gateway
+
+
+def incoming(world: World) -> list[dict[str, Any]]:
+    return [
+        m
+        for c in sorted(world.chatwoot.conversations)
+        for m in world.chatwoot.messages_in(c)
+        if m["message_type"] == 0
+    ]
+
+
+async def forwarded(world: World, *message_ids: str) -> list[dict[str, Any]]:
+    """Wait until every DM is in Chatwoot; all incoming messages, in order."""
+    await world.wait_for(
+        lambda: set(message_ids) <= {m["source_id"] for m in incoming(world)}, timeout=TIMEOUT
+    )
+    return incoming(world)
+
+
+async def settled(world: World) -> None:
+    inbound = world.daemon.inbound
+    await world.wait_for(
+        lambda: inbound.queue.depth == 0 and world.daemon.outbound.queue.depth == 0
+    )
+
+
+def recovered(world: World) -> float:
+    value = world.daemon.ctx.metrics.registry.get_sample_value(
+        "diswoot_recovered_total", {"source": "backfill"}
+    )
+    return value or 0.0
+
+
+def history_requests(world: World, channel_id: str) -> list[dict[str, str]]:
+    return [
+        r.query
+        for r in world.discord.requests
+        if r.method == "GET" and r.path == f"/channels/{channel_id}/messages"
+    ]
+
+
+async def go_away(world: World, how: str) -> None:
+    if how == "stop":
+        await world.stop()
+    else:
+        await world.crash()
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+async def test_a_dm_sent_while_down_arrives_once_by_resume(tmp_path: Path, how: str) -> None:
+    async with world_for(tmp_path) as world:
+        first = world.discord.user_sends(UID, "before")
+        await forwarded(world, first["id"])
+        await go_away(world, how)
+        away = world.discord.user_sends(UID, "while you were away")
+        await world.start()
+        messages = await forwarded(world, away["id"])
+        await settled(world)
+        assert [m["content"] for m in incoming(world)] == ["before", "while you were away"]
+        assert [m["source_id"] for m in messages] == [first["id"], away["id"]]
+        assert len(gateway(world).identifies) == 1 and gateway(world).resumes
+        assert world.daemon.inbound.backfill.last_result is None  # RESUME: no backfill
+
+
+@pytest.mark.parametrize(
+    ("how", "replayed_too"), [("stop", False), ("crash", False), ("crash", True)]
+)
+async def test_a_dm_sent_while_down_arrives_once_by_backfill_on_a_fresh_session(
+    tmp_path: Path, how: str, replayed_too: bool
+) -> None:
+    async with world_for(tmp_path) as world:
+        first = world.discord.user_sends(UID, "before")
+        await forwarded(world, first["id"])
+        await go_away(world, how)
+        gateway(world).invalidate_sessions()  # the restart must IDENTIFY
+        away = world.discord.user_sends(UID, "while you were away")
+        if not replayed_too:
+            assert gateway(world).discard_pending() == 1  # as on Discord: no replay
+        await world.start()
+        await forwarded(world, away["id"])
+        backfill = world.daemon.inbound.backfill
+        result = await world.wait_for(lambda: backfill.last_result)
+        await settled(world)
+        assert [m["content"] for m in incoming(world)] == ["before", "while you were away"]
+        assert len(gateway(world).identifies) == 2
+        channel = first["channel_id"]
+        [query] = history_requests(world, channel)
+        assert result.channels == 1
+        if replayed_too:  # whichever of the two stored it first, it was stored once
+            assert query["after"] in (first["id"], away["id"])
+            assert recovered(world) == result.recovered <= 1
+        else:
+            assert query == {"after": first["id"], "limit": "100"}
+            assert recovered(world) == result.recovered == 1
+        assert world.discord.reactions[-1] == (channel, away["id"], "✅")
+
+
+async def test_a_lost_session_while_running_is_backfilled(tmp_path: Path) -> None:
+    async with world_for(tmp_path) as world:
+        first = world.discord.user_sends(UID, "before")
+        await forwarded(world, first["id"])
+        fake = gateway(world)
+        fake.invalidate_sessions()
+        await fake.drop_client()  # the daemon reconnects, its RESUME fails, it identifies
+        away = world.discord.user_sends(UID, "during the outage")
+        assert fake.discard_pending() == 1
+        messages = await forwarded(world, away["id"])
+        assert [m["content"] for m in messages] == ["before", "during the outage"]
+        assert recovered(world) == 1
+
+
+async def test_backfill_pages_forward_and_respects_the_look_back(tmp_path: Path) -> None:
+    """131 messages in the window (130 of the user's, one of the bot's) and 3 older ones."""
+    now = time.time()
+    async with world_for(tmp_path, start=False, backfill_hours=1) as world:
+        fake = world.discord
+        old = [fake.user_sent_earlier(UID, f"old {n}", at=now - 7200 + n) for n in range(3)]
+        recent = [
+            fake.user_sent_earlier(UID, f"m{n:03}", at=now - 3000 + 10 * n) for n in range(130)
+        ]
+        channel = recent[0]["channel_id"]
+        bot_says = await world.http.post(  # the bot's own message in the gap is not forwarded
+            f"{fake.api_base_url}/channels/{channel}/messages",
+            json={"content": "we are back"},
+            headers={"Authorization": f"Bot {fake.token}"},
+        )
+        assert bot_says.status_code == 200
+        async with open_store(world.cfg.db_path) as store:  # a user active 10 minutes ago
+            await store.call(q.upsert_user, UID, now - 600, dm_channel_id=channel)
+        await world.start()
+        messages = await forwarded(world, recent[-1]["id"])
+        assert [m["content"] for m in messages] == [m["content"] for m in recent]
+        result = await world.wait_for(lambda: world.daemon.inbound.backfill.last_result)
+        assert result == BackfillResult(channels=1, seen=131, recovered=130)
+        assert recovered(world) == 130
+        first_page, second_page = history_requests(world, channel)
+        floor = snowflake_time(first_page["after"])
+        expected = datetime.fromtimestamp(now, UTC) - timedelta(hours=1)
+        assert abs(floor - expected) < timedelta(seconds=60)
+        assert snowflake_time(old[-1]["id"]) < floor
+        assert second_page == {"after": recent[99]["id"], "limit": "100"}
+        async with open_store(world.cfg.db_path) as store:
+            user = await store.call(q.get_user, UID)
+        assert user is not None and user.last_message_id == recent[-1]["id"]
+
+
+async def test_zero_hours_disables_the_backfill(tmp_path: Path) -> None:
+    async with world_for(tmp_path, backfill_hours=0) as world:
+        first = world.discord.user_sends(UID, "hello")
+        await forwarded(world, first["id"])
+        result = await world.daemon.inbound.backfill.run(trio.Event())
+        assert result == BackfillResult()
+        assert history_requests(world, first["channel_id"]) == []
+
+
+async def test_text_commands_in_the_gap_are_not_forwarded(tmp_path: Path) -> None:
+    now = time.time()
+    async with world_for(tmp_path, start=False) as world:
+        fake = world.discord
+        texts = ["!status", "a real question", "!close thanks"]
+        sent = [fake.user_sent_earlier(UID, t, at=now - 300 + n) for n, t in enumerate(texts)]
+        async with open_store(world.cfg.db_path) as store:
+            await store.call(q.upsert_user, UID, now - 600, dm_channel_id=sent[0]["channel_id"])
+        await world.start()
+        await forwarded(world, sent[1]["id"])
+        result = await world.wait_for(lambda: world.daemon.inbound.backfill.last_result)
+        assert result.seen == 3 and result.recovered == 1
+        assert [m["content"] for m in incoming(world)] == ["a real question"]
+
+
+async def test_a_dm_sent_after_a_sigkill_arrives_once(tmp_path: Path) -> None:
+    """A real ``python -m diswoot`` is SIGKILLed; a DM sent meanwhile arrives once after a
+    restart on the same database (by RESUME replay or by backfill, whichever applies)."""
+    with trio.fail_after(TIMEOUT):
+        async with bridge_world(
+            tmp_path, start=False, greeting_enabled=False, discord_options=FAST_DISCORD
+        ) as world:
+            world.discord.add_user(UID, "alice")
+            async with daemon_process(world.cfg) as proc:
+                first = world.discord.user_sends(UID, "before")
+                await forwarded(world, first["id"])
+                proc.kill()
+                await proc.wait()
+            away = world.discord.user_sends(UID, "while you were away")
+            await world.start()
+            await forwarded(world, away["id"])
+            await settled(world)
+            assert [m["content"] for m in incoming(world)] == ["before", "while you were away"]
+            assert world.chatwoot.violations == []
+            assert world.discord.violations == []

@@ -103,15 +103,27 @@ class InboundBridge:
 
         The user's DM channel and newest DM id are noted with it: the backfill starts there.
         """
-        payload = {"message": event.data, "received_at": self.ctx.clock()}
-        job = await self.queue.submit(KIND_MESSAGE, event.id, event.author_id, payload)
+        now = self.ctx.clock()
+        payload = {"message": event.data, "received_at": now}
+        # one transaction (one worker-thread hop): the job and the user's DM bookkeeping
+        job = await self.ctx.store.call(
+            q.accept_dm,
+            self.queue.name,
+            event.author_id,
+            KIND_MESSAGE,
+            payload,
+            now,
+            discord_id=event.author_id,
+            channel_id=event.channel_id,
+            message_id=event.id,
+        )
         if job is None:
+            self.queue.note_duplicate()
             return False
+        self.queue.schedule_stored(job)
+        self.ctx.discord.remember_dm_channel(event.author_id, event.channel_id)
         self.ctx.metrics.dms_received.inc()
         self.typing.message_sent(event.author_id)
-        await self.ctx.store.call(
-            q.note_dm_received, event.author_id, event.channel_id, event.id, self.ctx.clock()
-        )
         return True
 
     async def accept_edit(self, event: MessageUpdate) -> None:

@@ -103,6 +103,14 @@ class JobQueue:
         self._schedule(job, due=trio.current_time())
         return job
 
+    def schedule_stored(self, job: Job) -> None:
+        """Schedule a job its caller stored itself (e.g. together with other rows)."""
+        self.counters.submitted += 1
+        self._schedule(job, due=trio.current_time())
+
+    def note_duplicate(self) -> None:
+        self.counters.duplicates += 1
+
     def wake(self) -> None:
         """Retry every waiting job now (e.g. the remote service is reachable again)."""
         self._wake.set()

@@ -332,6 +332,10 @@ class DiscordRest:
         result: dict[str, Any] = await self._request(route)
         return result
 
+    def remember_dm_channel(self, user_id: str, channel_id: str) -> None:
+        """Seed the DM cache from a DM the user sent (saves a Create DM call later)."""
+        self._dm_channels[user_id] = channel_id
+
     async def create_dm(self, user_id: str) -> str:
         """The DM channel id with ``user_id`` (Create DM is idempotent; cached in memory)."""
         if user_id not in self._dm_channels:

@@ -686,21 +686,7 @@ def note_dm_received(
     so the downtime backfill starts after the newest DM the daemon already holds.
     """
     with transaction(db):
-        db.execute(
-            """INSERT INTO users (discord_id, dm_channel_id, last_message_id,
-                                  created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?)
-               ON CONFLICT (discord_id) DO UPDATE SET
-                   dm_channel_id = excluded.dm_channel_id,
-                   last_message_id = CASE
-                       WHEN users.last_message_id IS NULL
-                         OR CAST(users.last_message_id AS INTEGER)
-                            < CAST(excluded.last_message_id AS INTEGER)
-                       THEN excluded.last_message_id
-                       ELSE users.last_message_id END,
-                   updated_at = excluded.updated_at""",
-            (discord_id, channel_id, message_id, now, now),
-        )
+        _note_dm(db, discord_id, channel_id, message_id, now)
 
 
 # ---- perf (combined queries: one worker-thread hop where the bridge made several)

@@ -450,3 +450,22 @@ async def test_commands_after_a_real_dm(tmp_path: Path) -> None:
             assert incoming_contents(world, cid) == ["my order is late"]
             assert world.chatwoot.conversations[cid]["status"] == "resolved"
             assert_clean(world)
+
+
+async def test_close_right_after_a_dm_lets_that_dm_land_first(tmp_path: Path) -> None:
+    """``!close`` sent while the DM before it is still queued must not overtake it."""
+    with trio.fail_after(CEILING):
+        async with world_with_user(tmp_path) as world:
+            cid = await seed_ticket(world)
+            # the DM's first POST fails, so it waits in its lane for a retry ...
+            world.chatwoot.fail_next("POST", r"/conversations/\d+/messages$", 503)
+            world.discord.user_sends(USER, "one more thing before I go")
+            inbound = world.daemon.inbound.queue
+            await world.wait_for(lambda: inbound.counters.retries == 1)
+            shown = answer_text(await text(world, "!close"))  # ... when the close arrives
+            assert "Ticket closed" in shown
+            # the DM reached the ticket before it was resolved, so it stays resolved
+            assert incoming_contents(world, cid)[-1] == "one more thing before I go"
+            await world.chatwoot.wait_webhooks_delivered()
+            assert world.chatwoot.conversations[cid]["status"] == "resolved"
+            assert_clean(world)

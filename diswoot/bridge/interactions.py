@@ -44,6 +44,7 @@ log = logging.getLogger("diswoot.interactions")
 DEFER_AFTER = 1.5
 """Seconds to wait for an answer before deferring; leaves room for gateway and callback latency
 within Discord's 3 s."""
+PENDING_DM_WAIT = 5.0  # seconds a command waits for the user's queued DMs to reach Chatwoot
 HTTP_ANSWER_TIMEOUT = 3.0
 EPHEMERAL = 1 << 6
 CONTEXT_BOT_DM = 1
@@ -86,6 +87,7 @@ class InteractionRouter:
         self, ctx: Context, *, inbound: InboundBridge, outbound: OutboundBridge
     ) -> None:
         self.ctx = ctx
+        self.inbound = inbound
         self.outbound = outbound
         self.commands = Commands(ctx, inbound.tickets)
         self.defer_after = DEFER_AFTER
@@ -111,6 +113,7 @@ class InteractionRouter:
             return
         self._count(f"text_{call.name}")
         try:
+            await self._after_pending_dms(call.user_id)
             payload = await self.commands.run(call)
         except Exception:
             log.exception("!%s of %s failed", call.name, call.user_id)
@@ -225,6 +228,7 @@ class InteractionRouter:
                 self._count("outside_dm")
                 return _ephemeral_message(embeds.info_embed(cfg, "Direct messages only", DM_ONLY))
             self._count(f"slash_{call.name}")
+            await self._after_pending_dms(call.user_id)
             payload = await self.commands.run(call)
             return {"type": CHANNEL_MESSAGE, "data": {**payload, "flags": EPHEMERAL}}
         if kind == MESSAGE_COMPONENT and custom_id.startswith(embeds.CSAT_BUTTON_PREFIX):
@@ -235,6 +239,15 @@ class InteractionRouter:
             return await self.outbound.csat.on_modal(interaction)
         self._count("unknown")
         return _ephemeral_message(embeds.warning_embed(cfg, STALE_COMPONENT))
+
+    async def _after_pending_dms(self, user_id: str) -> None:
+        """Let the user's DMs that are still on their way to Chatwoot land first.
+
+        Otherwise ``!close`` sent right after a DM could resolve the ticket before that DM
+        is posted (and Chatwoot would reopen it).  Bounded: a down Chatwoot must not stall
+        the answer (slash commands are deferred meanwhile).
+        """
+        await self.inbound.queue.wait_lane_idle(user_id, limit=PENDING_DM_WAIT)
 
     async def _complete(
         self, interaction: dict[str, Any], deferral: dict[str, Any], body: dict[str, Any]

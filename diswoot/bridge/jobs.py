@@ -83,6 +83,7 @@ class JobQueue:
         self._lanes: dict[str, deque[Job]] = {}
         self._due: dict[int, float] = {}  # job id -> trio time when it may run
         self._active: set[str] = set()
+        self._lane_idle: dict[str, trio.Event] = {}  # set when a lane runs empty
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
@@ -107,6 +108,15 @@ class JobQueue:
         """Schedule a job its caller stored itself (e.g. together with other rows)."""
         self.counters.submitted += 1
         self._schedule(job, due=trio.current_time())
+
+    async def wait_lane_idle(self, lane: str, *, limit: float) -> bool:
+        """Wait (at most ``limit`` seconds) until ``lane`` has nothing pending; True if idle."""
+        with trio.move_on_after(limit):
+            while self._lanes.get(lane):
+                idle = self._lane_idle.setdefault(lane, trio.Event())
+                await idle.wait()
+            return True
+        return False
 
     def note_duplicate(self) -> None:
         self.counters.duplicates += 1
@@ -178,6 +188,9 @@ class JobQueue:
                 jobs = self._lanes.get(lane)
                 if not jobs:
                     self._lanes.pop(lane, None)
+                    idle = self._lane_idle.pop(lane, None)
+                    if idle is not None:
+                        idle.set()
                     return
                 job = jobs[0]
                 due = self._due.get(job.id, 0.0)

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from diswoot.bridge.inbound import TypingRelay
+from diswoot.bridge.user_typing import TypingRelay
 from diswoot.testing.harness import World, bridge_world
 
 UID = "80351110224678912"

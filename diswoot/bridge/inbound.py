@@ -24,35 +24,39 @@ Chatwoot unreachable -> retried until it is back (the user is told once per outa
 message is saved); any other 4xx -> dead-lettered with the reason.  Edits and deletions of
 forwarded DMs become private notes on the forwarded message, in the same lane.  A fresh gateway
 session starts the downtime backfill (:mod:`diswoot.bridge.backfill`); a user typing in their
-DM is shown to agents (:class:`TypingRelay`).
+DM is shown to agents (:class:`diswoot.bridge.user_typing.TypingRelay`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import trio
 
 from diswoot.bridge import embeds
 from diswoot.bridge.backfill import Backfill
+from diswoot.bridge.dm_files import (
+    MIB,
+    AttachmentTooLarge,
+    DmFiles,
+    guarded_chunks,
+    link_note,
+    media_type,
+)
 from diswoot.bridge.downloads import (
     DownloadFailed,
-    DownloadStream,
     DownloadUnavailable,
     TooLarge,
-    open_download,
 )
 from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.tickets import ContactGone, ConversationChoice, Tickets
+from diswoot.bridge.user_typing import TypingRelay
 from diswoot.chatwoot.errors import (
     ChatwootError,
     ChatwootNotFound,
@@ -75,13 +79,8 @@ CONCURRENCY = 32
 MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
 LIST_PAGE = 100  # GET messages?after= returns at most this many
 THROTTLE_DELAY = 60.0
-MIB = 1024 * 1024
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DOWNLOAD_ATTEMPTS = 6  # transient CDN failures before a file is sent as a link instead
-EXPIRED_STATUSES = frozenset({403, 404, 410})  # an expired signed URL, or a deleted file
-TYPING_RENEW = 8.0  # at most one "on" per user this often
-TYPING_OFF_AFTER = 10.0  # Discord's typing indicator lasts 10 s
-TYPING_DISABLE = 900.0  # after a 401/403/404 (a Chatwoot without the public API)
 
 
 class InboundBridge:
@@ -187,7 +186,7 @@ class InboundBridge:
             raise PermanentFailure(f"Discord refused {job.kind} {job.dedupe_key}: {exc}") from exc
         except (DiscordUnavailable, DownloadUnavailable) as exc:
             raise RetryLater(str(exc)) from exc
-        except _AttachmentTooLarge as exc:  # its size was not announced: a link next time
+        except AttachmentTooLarge as exc:  # its size was not announced: a link next time
             job.payload.setdefault("oversize", []).append(exc.attachment_id)
             await self.ctx.store.call(q.update_job_payload, job.id, job.payload)
             raise RetryLater(str(exc), delay=0.0) from exc
@@ -342,7 +341,7 @@ class InboundBridge:
             httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as http,
             AsyncExitStack() as stack,
         ):
-            files = _DmFiles(self.ctx, message, http, stack, cap_mb * MIB)
+            files = DmFiles(self.ctx, message, http, stack, cap_mb * MIB)
             for attachment in attachments:
                 too_large = f"is larger than {cap_mb} MB"
                 why: str | None = None
@@ -362,12 +361,12 @@ class InboundBridge:
                             raise
                         why = f"could not be downloaded ({exc})"
                 if why is not None:
-                    notes.append(_link_note(attachment, why, await files.url(attachment)))
+                    notes.append(link_note(attachment, why, await files.url(attachment)))
                     continue
-                chunks = _guarded(stream, str(attachment.get("id")))
+                chunks = guarded_chunks(stream, str(attachment.get("id")))
                 stack.push_async_callback(chunks.aclose)  # also when the upload failed
                 name = str(attachment.get("filename") or "file")
-                parts.append(Attachment(name, _media_type(attachment, stream), chunks))
+                parts.append(Attachment(name, media_type(attachment, stream), chunks))
             yield parts, notes
 
     async def _find_posted(
@@ -492,119 +491,6 @@ class InboundBridge:
         )
 
 
-class TypingRelay:
-    """Shows a user typing in their DM to the agents (Chatwoot's public ``toggle_typing``).
-
-    Coalesced per user: "on" at the first TYPING_START and again at most every
-    ``TYPING_RENEW`` seconds while they keep coming, "off" ``TYPING_OFF_AFTER`` seconds after
-    the last one (or when the DM arrives).  Best effort: users without a conversation are
-    skipped, a Chatwoot that refuses the public API (401/403/404) disables it for a while.
-    """
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self._nursery: trio.Nursery | None = None
-        self._last: dict[str, float] = {}  # user -> trio time of their newest typing event
-        self._wake: dict[str, trio.Event] = {}
-        self._disabled_until = -math.inf
-        self._told_disabled = False
-        self.renew_after = TYPING_RENEW
-        self.off_after = TYPING_OFF_AFTER
-
-    @property
-    def disabled(self) -> bool:
-        """True for a while after Chatwoot refused the public typing API."""
-        return trio.current_time() < self._disabled_until
-
-    async def run(
-        self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Own the relay tasks until ``stop``."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await stop.wait()
-            self._nursery = None
-            nursery.cancel_scope.cancel()
-
-    def user_typing(self, event: TypingStart) -> None:
-        """A TYPING_START in a DM (sync, never blocks)."""
-        if self._nursery is None or self.disabled:
-            return
-        user_id = event.user_id
-        fresh = user_id not in self._last
-        self._last[user_id] = trio.current_time()
-        if fresh:
-            self._wake[user_id] = trio.Event()
-            self._nursery.start_soon(self._relay, user_id, name="typing")
-
-    def message_sent(self, user_id: str) -> None:
-        """The user's DM arrived: their typing is over."""
-        if user_id in self._last:
-            self._last[user_id] = -math.inf
-            self._wake[user_id].set()
-
-    async def _relay(self, user_id: str) -> None:
-        try:
-            target = await self._target(user_id)
-            if target is None or not await self._toggle(target, on=True):
-                return
-            on_at = trio.current_time()
-            while True:
-                last = self._last[user_id]
-                off_at = last + self.off_after
-                wake_at = off_at if last <= on_at else min(off_at, on_at + self.renew_after)
-                wake = self._wake[user_id]
-                with trio.move_on_at(wake_at):
-                    await wake.wait()
-                if wake.is_set():
-                    self._wake[user_id] = trio.Event()
-                now, last = trio.current_time(), self._last[user_id]
-                if now >= last + self.off_after:
-                    break
-                if last > on_at and now >= on_at + self.renew_after:
-                    on_at = now
-                    if not await self._toggle(target, on=True):
-                        return
-            await self._toggle(target, on=False)
-        finally:
-            self._last.pop(user_id, None)
-            self._wake.pop(user_id, None)
-
-    async def _target(self, user_id: str) -> tuple[str, str, int] | None:
-        """(inbox_identifier, source_id, conversation_id), or None when there is none yet."""
-        inbox = self.ctx.inbox.current
-        if inbox is None or not inbox.inbox_identifier:
-            return None
-        user = await self.ctx.store.call(q.get_user, user_id)
-        if user is None or not user.source_id or user.conversation_id is None:
-            return None
-        return inbox.inbox_identifier, user.source_id, user.conversation_id
-
-    async def _toggle(self, target: tuple[str, str, int], *, on: bool) -> bool:
-        """One toggle_typing call; False when it failed (and the relay should stop)."""
-        try:
-            await self.ctx.chatwoot.toggle_typing_as_contact(*target, on)
-        except ChatwootUnavailable as exc:
-            log.debug("typing not shown: %s", exc)
-            return False
-        except ChatwootError as exc:
-            if exc.status in (401, 403, 404):
-                self._disabled_until = trio.current_time() + TYPING_DISABLE
-                if not self._told_disabled:
-                    self._told_disabled = True
-                    log.info(
-                        "Chatwoot refused the public toggle_typing API (%s); user typing is "
-                        "not shown to agents for the next %d min",
-                        exc.status,
-                        TYPING_DISABLE // 60,
-                    )
-            else:
-                log.warning("typing not shown: %s", exc)
-            return False
-        return True
-
-
 def _throttled(exc: ChatwootError) -> bool:
     """Chatwoot's per-conversation message rate limit (a 422 "Too many messages")."""
     return isinstance(exc, ChatwootUnprocessable) and "Too many messages" in str(exc.body)
@@ -627,115 +513,3 @@ def _content(data: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- attachments
-
-
-class _AttachmentTooLarge(Exception):
-    """A file grew past the cap while being uploaded (its size was not announced)."""
-
-    def __init__(self, attachment_id: str) -> None:
-        super().__init__(f"attachment {attachment_id} is larger than announced")
-        self.attachment_id = attachment_id
-
-
-class _DmFiles:
-    """Opens the attachments of one DM, re-fetching the message once for fresh CDN URLs."""
-
-    def __init__(
-        self,
-        ctx: Context,
-        message: dict[str, Any],
-        http: httpx.AsyncClient,
-        stack: AsyncExitStack,
-        max_bytes: int,
-    ) -> None:
-        self._ctx = ctx
-        self._message = message
-        self._http = http
-        self._stack = stack
-        self._max_bytes = max_bytes
-        self._fresh: dict[str, str] | None = None
-
-    async def url(self, attachment: dict[str, Any]) -> str:
-        """The attachment's URL; a fresh one once its signature has expired (``ex``)."""
-        url = str(attachment.get("url") or "")
-        expires = _expiry(url)
-        if expires is not None and expires <= self._ctx.clock():
-            url = (await self._fresh_urls()).get(str(attachment.get("id")), url)
-        return url
-
-    async def open(self, attachment: dict[str, Any]) -> DownloadStream:
-        """The download, retried once with a fresh URL when Discord's CDN refuses the URL."""
-        url = await self.url(attachment)
-        try:
-            return await self._open(url)
-        except DownloadFailed as exc:
-            if exc.status not in EXPIRED_STATUSES:
-                raise
-            fresh = (await self._fresh_urls()).get(str(attachment.get("id")))
-            if fresh is None:
-                raise DownloadFailed("deleted in Discord", exc.status) from exc
-            if fresh == url:
-                raise
-        return await self._open(fresh)
-
-    async def _open(self, url: str) -> DownloadStream:
-        return await self._stack.enter_async_context(
-            open_download(self._http, url, max_bytes=self._max_bytes)
-        )
-
-    async def _fresh_urls(self) -> dict[str, str]:
-        """Attachment id -> URL from the message as Discord serves it now ({} if deleted)."""
-        if self._fresh is None:
-            message_id, channel_id = str(self._message["id"]), str(self._message["channel_id"])
-            try:  # the one message right after id - 1 is the message itself, if it still exists
-                page = await self._ctx.discord.list_messages(
-                    channel_id, after=str(int(message_id) - 1), limit=1
-                )
-            except DiscordHTTPError as exc:
-                if not exc.permanent:
-                    raise
-                page = []
-            found = next((m for m in page if str(m.get("id")) == message_id), None)
-            self._fresh = {
-                str(a.get("id")): str(a.get("url")) for a in (found or {}).get("attachments") or []
-            }
-            log.info("message %s: re-fetched %d attachment URL(s)", message_id, len(self._fresh))
-        return self._fresh
-
-
-async def _guarded(stream: DownloadStream, attachment_id: str) -> AsyncGenerator[bytes, None]:
-    """The file's bytes; an overrun of the cap names the attachment (see ``handle``)."""
-    try:
-        async with aclosing(stream.chunks()) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    except TooLarge as exc:
-        raise _AttachmentTooLarge(attachment_id) from exc
-
-
-def _media_type(attachment: dict[str, Any], stream: DownloadStream) -> str:
-    """The part's Content-Type (Chatwoot derives ``file_type`` from it)."""
-    return str(attachment.get("content_type") or stream.content_type or "application/octet-stream")
-
-
-def _expiry(url: str) -> float | None:
-    """When a signed Discord CDN URL expires (its hex ``ex`` parameter), if it says."""
-    expires = parse_qs(urlsplit(url).query).get("ex")
-    try:
-        return float(int(expires[0], 16)) if expires else None
-    except ValueError:
-        return None
-
-
-def _link_note(attachment: dict[str, Any], why: str, url: str) -> str:
-    """A note for agents above the link to a file that was not uploaded."""
-    name = str(attachment.get("filename") or "file")
-    size = int(attachment.get("size") or 0)
-    details = [f"{math.ceil(size * 10 / MIB) / 10:.1f} MB"] if size else []  # never rounded down
-    expires = _expiry(url)
-    if expires is not None:
-        with contextlib.suppress(OverflowError, OSError, ValueError):  # a nonsensical ex
-            until = datetime.fromtimestamp(expires, UTC)
-            details.append(f"link valid until {until:%Y-%m-%d %H:%M} UTC")
-    suffix = f" ({', '.join(details)})" if details else ""
-    return f"📎 {name} {why}, so it was not uploaded{suffix}:\n{url}"

@@ -10,7 +10,7 @@ import trio
 from test_outbound import CEILING, USER, agent_conversation, assert_no_violations, jobs
 
 from diswoot.bridge.delivery import deliver_parts
-from diswoot.bridge.outbound import DISCORD_MAX_FILES, reply_parts
+from diswoot.bridge.reply_layout import DISCORD_MAX_FILES, reply_parts
 from diswoot.store import queries as q
 from diswoot.testing.harness import World, bridge_world
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from diswoot.bridge.delivery import deliver_parts, describe, nonce_for
-from diswoot.bridge.outbound import discord_id_from_identifier, is_inbox_template, reply_parts
+from diswoot.bridge.reply_layout import discord_id_from_identifier, is_inbox_template, reply_parts
 from diswoot.chatwoot.models import InboxConfig
 from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import queries as q

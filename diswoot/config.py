@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 EX_CONFIG = 78
 
@@ -59,6 +60,8 @@ class Config:
     webhook_port: int = 3000
     webhook_secret: str = ""
     webhook_path_token: str = ""
+    webhook_allow_unauthenticated: bool = False
+    chatwoot_media_hosts: tuple[str, ...] = ()
     diswoot_db_path: str = "data/diswoot.db"
     log_level: str = "INFO"
 
@@ -153,6 +156,7 @@ REQUIRED = (
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 _SNOWFLAKE = re.compile(r"[0-9]{15,21}")
+_HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -228,6 +232,23 @@ def _parse_token(raw: str) -> str:
     return value
 
 
+def _parse_hosts(raw: str) -> tuple[str, ...]:
+    """``files.example.com, cdn.example.com:8443`` -> lower-case ``host[:port]`` entries.
+
+    An entry may also be written as an origin (``https://files.example.com``).
+    """
+    hosts: list[str] = []
+    for entry in raw.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        netloc = urlsplit(entry).netloc if "://" in entry else entry
+        if not _HOST.fullmatch(netloc):
+            raise ValueError(f"expected comma-separated host names (got {entry[:60]!r})")
+        hosts.append(netloc.lower())
+    return tuple(hosts)
+
+
 def _parse_text(raw: str) -> str:
     return raw
 
@@ -245,6 +266,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "DISCORD_API_BASE_URL": _url_parser(required=True),
     "DISCORD_PUBLIC_KEY": _parse_public_key,
     "DISCORD_GATEWAY_COMPRESS": _parse_bool,
+    "WEBHOOK_ALLOW_UNAUTHENTICATED": _parse_bool,
+    "CHATWOOT_MEDIA_HOSTS": _parse_hosts,
     "WEBHOOK_PORT": _parse_port,
     "LOG_LEVEL": _parse_log_level,
     "BRAND_ICON_URL": _url_parser(required=False),
@@ -330,6 +353,16 @@ def load_config(
         except ValueError as exc:
             shown = "" if name in SECRET_VARIABLES else f" (got {raw.strip()[:60]!r})"
             problems.append(f"{name} is invalid: {exc}{shown}")
+    if not problems and not (
+        values.get("webhook_secret")
+        or values.get("webhook_path_token")
+        or values.get("webhook_allow_unauthenticated")
+    ):
+        problems.append(
+            "WEBHOOK_SECRET or WEBHOOK_PATH_TOKEN must be set: without either, anyone who can "
+            "reach the port could post webhooks (set WEBHOOK_ALLOW_UNAUTHENTICATED=true only if "
+            "something in front of diswoot authenticates Chatwoot)"
+        )
     if problems:
         raise ConfigError(problems)
     return Config(**values)

@@ -27,6 +27,7 @@ VALID = {
     "CHATWOOT_ACCOUNT_ID": "1",
     "CHATWOOT_API_TOKEN": "cw-token",
     "CHATWOOT_INBOX_ID": "7",
+    "WEBHOOK_PATH_TOKEN": "a-long-random-path-token",
 }
 
 
@@ -94,6 +95,46 @@ def test_secrets_never_appear_in_errors_or_repr() -> None:
     assert secret not in str(info.value)
     cfg = load_config({**VALID, "WEBHOOK_SECRET": "hush-hush"}, dotenv=None)
     assert "hush-hush" not in repr(cfg) and "cw-token" not in repr(cfg)
+
+
+def test_unauthenticated_webhooks_are_refused_unless_explicitly_allowed() -> None:
+    bare = {k: v for k, v in VALID.items() if k != "WEBHOOK_PATH_TOKEN"}
+    with pytest.raises(ConfigError) as info:
+        load_config(bare, dotenv=None)
+    assert "WEBHOOK_SECRET" in str(info.value) and "WEBHOOK_PATH_TOKEN" in str(info.value)
+    assert load_config({**bare, "WEBHOOK_SECRET": "s"}, dotenv=None).webhook_secret == "s"
+    allowed = load_config({**bare, "WEBHOOK_ALLOW_UNAUTHENTICATED": "true"}, dotenv=None)
+    assert allowed.webhook_allow_unauthenticated is True
+    with pytest.raises(ConfigError):
+        load_config({**bare, "WEBHOOK_ALLOW_UNAUTHENTICATED": "false"}, dotenv=None)
+
+
+def test_unauthenticated_configuration_exits_78_naming_both_variables(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", **VALID}
+    del env["WEBHOOK_PATH_TOKEN"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "diswoot"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == EX_CONFIG
+    assert "WEBHOOK_SECRET" in proc.stderr and "WEBHOOK_PATH_TOKEN" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_chatwoot_media_hosts_are_parsed() -> None:
+    cfg = load_config(
+        {**VALID, "CHATWOOT_MEDIA_HOSTS": " Files.Example.com, https://cdn.example.net:8443/x ,"},
+        dotenv=None,
+    )
+    assert cfg.chatwoot_media_hosts == ("files.example.com", "cdn.example.net:8443")
+    assert load_config(VALID, dotenv=None).chatwoot_media_hosts == ()
+    with pytest.raises(ConfigError) as info:
+        load_config({**VALID, "CHATWOOT_MEDIA_HOSTS": "not a host"}, dotenv=None)
+    assert "CHATWOOT_MEDIA_HOSTS" in str(info.value)
 
 
 def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:

@@ -172,6 +172,8 @@ def config_environment(cfg: Config) -> dict[str, str]:
             text = "true" if value else "false"
         elif name.startswith("color_"):
             text = f"{value:06X}"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
         else:
             text = str(value)
         env[name.upper()] = text

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from diswoot import __version__
-from diswoot.config import EX_CONFIG, Config, ConfigError, load_config
+from diswoot.config import EX_CONFIG, Config, ConfigError, load_config, webhook_auth_problem
 from diswoot.errors import find_fatal
 from diswoot.logs import setup_logging
 
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sandbox_main(script=args.script)
     try:
         cfg = load_config()
+        problem = webhook_auth_problem(cfg) if command == "run" else None
+        if problem is not None:
+            raise ConfigError([problem])
     except ConfigError as exc:
         print(f"diswoot: {exc}", file=sys.stderr)
         print("See .env.example for every variable and its meaning.", file=sys.stderr)

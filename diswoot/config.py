@@ -353,19 +353,24 @@ def load_config(
         except ValueError as exc:
             shown = "" if name in SECRET_VARIABLES else f" (got {raw.strip()[:60]!r})"
             problems.append(f"{name} is invalid: {exc}{shown}")
-    if not problems and not (
-        values.get("webhook_secret")
-        or values.get("webhook_path_token")
-        or values.get("webhook_allow_unauthenticated")
-    ):
-        problems.append(
-            "WEBHOOK_SECRET or WEBHOOK_PATH_TOKEN must be set: without either, anyone who can "
-            "reach the port could post webhooks (set WEBHOOK_ALLOW_UNAUTHENTICATED=true only if "
-            "something in front of diswoot authenticates Chatwoot)"
-        )
     if problems:
         raise ConfigError(problems)
     return Config(**values)
+
+
+def webhook_auth_problem(cfg: Config) -> str | None:
+    """Why the daemon must not serve webhooks with ``cfg`` (None when it may).
+
+    Without WEBHOOK_SECRET or WEBHOOK_PATH_TOKEN anyone who can reach the port could post
+    webhooks; only an explicit WEBHOOK_ALLOW_UNAUTHENTICATED=true accepts that.
+    """
+    if cfg.webhook_secret or cfg.webhook_path_token or cfg.webhook_allow_unauthenticated:
+        return None
+    return (
+        "WEBHOOK_SECRET or WEBHOOK_PATH_TOKEN must be set: without either, anyone who can reach "
+        "the port could post webhooks (set WEBHOOK_ALLOW_UNAUTHENTICATED=true only if something "
+        "in front of diswoot authenticates Chatwoot)"
+    )
 
 
 def _expectation(name: str) -> str:
@@ -408,4 +413,5 @@ __all__ = [
     "parse_dotenv",
     "read_environment",
     "test_config",
+    "webhook_auth_problem",
 ]

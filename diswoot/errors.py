@@ -1,20 +1,34 @@
-"""Errors that end the daemon with a clear message and exit status 78 (do not restart)."""
+"""The daemon's root error classes: fatal ones (exit 78) and classified upstream failures.
+
+Every client (Discord REST, Chatwoot, downloads) raises subclasses of :class:`UpstreamError`
+that say whether retrying can help; :func:`diswoot.bridge.jobs.classify` reads only that.
+"""
 
 from __future__ import annotations
 
 
-class FatalConfigurationError(Exception):
-    """A configuration or authentication problem that a restart cannot fix.
+class FatalError(Exception):
+    """A problem a restart cannot fix: the daemon exits 78 (``str(exc)`` says what to do)."""
 
-    ``str(exc)`` is an actionable message for the operator (never containing a secret).
+
+class FatalConfigurationError(FatalError):
+    """A configuration or authentication problem (the message never contains a secret)."""
+
+
+class UpstreamError(Exception):
+    """A request to another service failed.
+
+    ``transient``: the same request may succeed later (network, timeout, 5xx, 429); otherwise
+    it never will as it is.  ``retry_after``: seconds the service asked us to wait, if it did.
     """
+
+    transient: bool = False
+    retry_after: float | None = None
 
 
 def find_fatal(exc: BaseException) -> BaseException | None:
     """The first fatal error inside ``exc`` (which may be a nested exception group)."""
-    from diswoot.gateway.runner import GatewayFatalError
-
-    if isinstance(exc, FatalConfigurationError | GatewayFatalError):
+    if isinstance(exc, FatalError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
+from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater, Verdict, classify
 from diswoot.store import Job, open_store
 from diswoot.store import queries as q
 
@@ -126,15 +126,79 @@ async def test_unexpected_errors_retry_a_few_times_then_bury(tmp_path: Path) -> 
         calls += 1
         if calls == 3:
             third.set()
-        raise ValueError("bug")
+        raise RuntimeError("bug")
 
     async with open_store(tmp_path / "t.db") as store:
         queue = JobQueue(store, "inbound", handler, backoff=instant, max_unexpected_failures=3)
         await queue.submit("message", "x", "u", {})
         await run_until(queue, third)  # stopping lets the in-flight attempt finish
         dead = await store.call(q.list_jobs, ("dead",))
-        assert [(j.dedupe_key, j.last_error) for j in dead] == [("x", "ValueError: bug")]
+        assert [(j.dedupe_key, j.last_error) for j in dead] == [("x", "RuntimeError: bug")]
         assert calls == 3
+        assert queue.counters.failures_by_kind == {"unexpected": 3}
+
+
+async def test_a_malformed_job_is_dead_lettered_at_once_and_its_lane_moves_on(
+    tmp_path: Path,
+) -> None:
+    handled: list[str] = []
+    done = trio.Event()
+
+    async def handler(job: Job) -> None:
+        handled.append(job.dedupe_key)
+        _ = job.payload["message"]["channel_id"]  # KeyError for the poison job
+        if job.dedupe_key == "good":
+            done.set()
+
+    async with open_store(tmp_path / "t.db") as store:
+        # the real backoff: a retry of the poison job would hold the lane for 0.8 s or more
+        queue = JobQueue(store, "inbound", handler)
+        await queue.submit("message", "poison", "u", {"message": {}})
+        await queue.submit("message", "good", "u", {"message": {"channel_id": "1"}})
+        start = trio.current_time()
+        await run_until(queue, done)
+        assert trio.current_time() - start < 0.5
+        dead = await store.call(q.list_jobs, ("dead",))
+        assert [(j.dedupe_key, j.attempts) for j in dead] == [("poison", 1)]
+        assert dead[0].last_error == "malformed job: KeyError: 'channel_id'"
+    assert handled == ["poison", "good"]
+    assert queue.counters.failures_by_kind == {"malformed": 1}
+
+
+def test_every_failure_is_classified_once() -> None:
+    from diswoot.chatwoot.errors import (
+        ChatwootError,
+        ChatwootNotFound,
+        ChatwootUnavailable,
+        ChatwootUnprocessable,
+    )
+    from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
+
+    cases: list[tuple[Exception, Verdict, float | None]] = [
+        (RetryLater("later", delay=3.0), Verdict.TRANSIENT, 3.0),
+        (PermanentFailure("never"), Verdict.PERMANENT, None),
+        (ChatwootUnavailable("down", status=503), Verdict.TRANSIENT, None),
+        (ChatwootError("POST x", 400, {}, "bad"), Verdict.PERMANENT, None),
+        (ChatwootNotFound("GET x", 404, {}, "gone"), Verdict.PERMANENT, None),
+        (ChatwootUnprocessable("POST x", 422, {"error": "invalid"}, "h"), Verdict.PERMANENT, None),
+        (
+            ChatwootUnprocessable("POST x", 422, {"error": "Too many messages"}, "h"),
+            Verdict.TRANSIENT,
+            60.0,
+        ),
+        (DiscordHTTPError(403, 50007, "Cannot send", "POST /x"), Verdict.PERMANENT, None),
+        (DiscordHTTPError(502, None, "Bad gateway", "POST /x"), Verdict.TRANSIENT, None),
+        (DiscordRateLimited("banned", "POST /x", 12.5), Verdict.TRANSIENT, 12.5),
+        (DiscordUnavailable("reset", "POST /x"), Verdict.TRANSIENT, None),
+        (KeyError("author"), Verdict.MALFORMED, None),
+        (TypeError("'NoneType' object is not subscriptable"), Verdict.MALFORMED, None),
+        (ValueError("invalid literal for int()"), Verdict.MALFORMED, None),
+        (OSError("disk full"), Verdict.TRANSIENT, None),
+        (RuntimeError("bug"), Verdict.UNEXPECTED, None),
+    ]
+    for exc, verdict, delay in cases:
+        failure = classify(exc)
+        assert (failure.verdict, failure.delay) == (verdict, delay), exc
 
 
 async def test_pending_jobs_survive_a_restart_and_requeued_dead_ones_are_picked_up(

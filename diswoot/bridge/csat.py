@@ -17,7 +17,6 @@ from diswoot.bridge import embeds
 from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
 from diswoot.chatwoot.errors import (
     ChatwootCsatLocked,
-    ChatwootError,
     ChatwootNotFound,
     ChatwootUnavailable,
 )
@@ -183,10 +182,6 @@ class CsatFlow:
             if job.attempts + 1 < NOT_FOUND_RETRIES:
                 raise RetryLater(f"no CSAT survey yet: {exc}", delay=NOT_FOUND_DELAY) from exc
             raise PermanentFailure(f"conversation {cid} has no CSAT survey: {exc}") from exc
-        except ChatwootUnavailable as exc:
-            raise RetryLater(str(exc)) from exc
-        except ChatwootError as exc:
-            raise PermanentFailure(str(exc)) from exc
         await self.ctx.store.call(q.mark_csat_submitted, cid, self.ctx.clock())
         return {"submitted": p["rating"]}
 
@@ -208,11 +203,9 @@ class CsatFlow:
         try:
             await self.ctx.discord.edit_message(p["channel_id"], p["message_id"], **fields)
         except DiscordHTTPError as exc:
-            if not exc.permanent:
-                raise RetryLater(str(exc)) from exc
+            if exc.transient:
+                raise
             log.warning("could not update the CSAT prompt %s: %s", p["message_id"], exc)
-        except DiscordUnavailable as exc:
-            raise RetryLater(str(exc)) from exc
 
     async def _tell_expired(self, p: dict[str, Any]) -> None:
         """The survey is locked: say so on the prompt and, while the token lives, ephemerally."""

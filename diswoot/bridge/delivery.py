@@ -21,11 +21,10 @@ from typing import Any, TypedDict
 
 import httpx
 
-from diswoot.bridge.downloads import DownloadFailed, DownloadUnavailable, TooLarge, download
-from diswoot.bridge.jobs import RetryLater
+from diswoot.bridge.downloads import DownloadFailed, TooLarge, download
 from diswoot.context import Context
 from diswoot.rest.client import UploadFile
-from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
+from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Job
 from diswoot.store import queries as q
 
@@ -86,8 +85,8 @@ async def deliver_parts(
 ) -> Undeliverable | None:
     """Send the parts not sent yet; ``Undeliverable`` on a permanent refusal.
 
-    Transient failures (429, 5xx, network, a download that failed for now) raise
-    :class:`RetryLater`; the parts already sent stay sent.
+    Transient failures (429, 5xx, network, a download that failed for now) propagate (the
+    queue retries them); the parts already sent stay sent.
     """
     parts: list[dict[str, Any]] = job.payload["parts"]
     sent: list[str] = job.payload.setdefault("sent", [])
@@ -125,14 +124,10 @@ async def deliver_parts(
                 conversation_id,
                 ctx.clock(),
             )
-    except DiscordRateLimited as exc:
-        raise RetryLater(str(exc), delay=exc.retry_after) from exc
     except DiscordHTTPError as exc:
-        if exc.permanent:
-            return Undeliverable(describe(exc))
-        raise RetryLater(str(exc)) from exc
-    except DiscordUnavailable as exc:
-        raise RetryLater(str(exc)) from exc
+        if exc.transient:
+            raise
+        return Undeliverable(describe(exc))
     return None
 
 
@@ -155,7 +150,7 @@ async def fetch_files(
 ) -> tuple[list[UploadFile], list[str]]:
     """Download ``files`` for upload; the link lines of those that must stay links.
 
-    Raises :class:`RetryLater` when a download failed for now.
+    Raises :class:`DownloadUnavailable` when a download failed for now.
     """
     limit = ctx.cfg.discord_upload_limit_mb * 1024 * 1024
     uploads: list[UploadFile] = []
@@ -171,8 +166,6 @@ async def fetch_files(
                 log.warning("attachment not uploaded, linked instead: %s", exc)
                 links.append(f["link"])
                 continue
-            except DownloadUnavailable as exc:
-                raise RetryLater(str(exc)) from exc
             content_type = f["content_type"] or got.content_type or "application/octet-stream"
             uploads.append(UploadFile(f["filename"], content_type, got.data))
     return uploads, links

@@ -23,11 +23,13 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from diswoot.errors import UpstreamError
+
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 ABANDON_READS = 16  # reads after closing an abandoned body (the first one normally fails)
 
 
-class DownloadError(Exception):
+class DownloadError(UpstreamError):
     """Base class of the download failures."""
 
 
@@ -42,6 +44,8 @@ class TooLarge(DownloadError):
 
 class DownloadUnavailable(DownloadError):
     """Transient: the network failed or the server answered 5xx/408/429; try again later."""
+
+    transient = True
 
 
 class DownloadFailed(DownloadError):

@@ -40,6 +40,7 @@ import trio
 
 from diswoot.bridge import embeds
 from diswoot.bridge.backfill import Backfill
+from diswoot.bridge.dm_content import dm_attachments, dm_text
 from diswoot.bridge.dm_files import (
     MIB,
     AttachmentTooLarge,
@@ -57,17 +58,11 @@ from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.tickets import ContactGone, ConversationChoice, Tickets
 from diswoot.bridge.user_typing import TypingRelay
-from diswoot.chatwoot.errors import (
-    ChatwootError,
-    ChatwootNotFound,
-    ChatwootUnavailable,
-    ChatwootUnprocessable,
-)
+from diswoot.chatwoot.errors import ChatwootNotFound, ChatwootUnavailable
 from diswoot.chatwoot.hours import WorkingHours
 from diswoot.chatwoot.models import Attachment, InboxConfig
 from diswoot.context import Context
 from diswoot.gateway.events import MessageCreate, MessageDelete, MessageUpdate, TypingStart
-from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
 from diswoot.store import Job
 from diswoot.store import queries as q
 
@@ -78,7 +73,6 @@ KIND_MESSAGE, KIND_EDIT, KIND_DELETE = "message", "edit", "delete"
 CONCURRENCY = 32
 MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
 LIST_PAGE = 100  # GET messages?after= returns at most this many
-THROTTLE_DELAY = 60.0
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DOWNLOAD_ATTEMPTS = 6  # transient CDN failures before a file is sent as a link instead
 
@@ -164,7 +158,7 @@ class InboundBridge:
 
     # ------------------------------------------------------------------ delivery
     async def handle(self, job: Job) -> dict[str, Any] | None:
-        """Deliver one stored job (the queue's handler)."""
+        """Deliver one stored job (the queue's handler; failures follow ``jobs.classify``)."""
         try:
             if job.kind == KIND_MESSAGE:
                 return await self._deliver_message(job)
@@ -173,19 +167,7 @@ class InboundBridge:
         except ChatwootUnavailable as exc:
             if job.kind == KIND_MESSAGE:
                 await self._tell_saved(job, str(exc))
-            raise RetryLater(str(exc)) from exc
-        except ChatwootError as exc:
-            if _throttled(exc):  # 200 messages per minute per conversation: transient
-                raise RetryLater(str(exc), delay=THROTTLE_DELAY) from exc
-            raise PermanentFailure(f"Chatwoot refused {job.kind} {job.dedupe_key}: {exc}") from exc
-        except DiscordRateLimited as exc:
-            raise RetryLater(str(exc), delay=exc.retry_after) from exc
-        except DiscordHTTPError as exc:
-            if not exc.permanent:
-                raise RetryLater(str(exc)) from exc
-            raise PermanentFailure(f"Discord refused {job.kind} {job.dedupe_key}: {exc}") from exc
-        except (DiscordUnavailable, DownloadUnavailable) as exc:
-            raise RetryLater(str(exc)) from exc
+            raise
         except AttachmentTooLarge as exc:  # its size was not announced: a link next time
             job.payload.setdefault("oversize", []).append(exc.attachment_id)
             await self.ctx.store.call(q.update_job_payload, job.id, job.payload)
@@ -271,7 +253,7 @@ class InboundBridge:
                     job,
                     conversation_id,
                     source_id=message_id,
-                    content=_content(data),
+                    content=dm_text(data),
                     files=data,
                     message_type="incoming",
                     content_attributes=await self._reply_attributes(data, conversation_id),
@@ -329,7 +311,7 @@ class InboundBridge:
         self, job: Job, message: dict[str, Any] | None
     ) -> AsyncIterator[tuple[list[Attachment], list[str]]]:
         """The DM's files opened as upload streams, and notes for those sent as links."""
-        attachments: list[dict[str, Any]] = (message or {}).get("attachments") or []
+        attachments = dm_attachments(message) if message is not None else []
         if message is None or not attachments:
             yield [], []
             return
@@ -491,25 +473,9 @@ class InboundBridge:
         )
 
 
-def _throttled(exc: ChatwootError) -> bool:
-    """Chatwoot's per-conversation message rate limit (a 422 "Too many messages")."""
-    return isinstance(exc, ChatwootUnprocessable) and "Too many messages" in str(exc.body)
-
-
 def _greeting_text(ctx: Context, inbox: InboxConfig | None) -> str | None:
     if inbox is not None and inbox.greeting_enabled and inbox.greeting_message:
         return inbox.greeting_message
     if ctx.cfg.greeting_enabled and ctx.cfg.greeting_message:
         return ctx.cfg.greeting_message
     return None
-
-
-def _content(data: dict[str, Any]) -> str:
-    """The text of a DM for Chatwoot: its content plus stickers (files are uploaded)."""
-    lines = [str(data.get("content") or "")] if data.get("content") else []
-    for sticker in data.get("sticker_items") or []:
-        lines.append(f"[sticker: {sticker.get('name', '?')}]")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------- attachments

@@ -1,27 +1,29 @@
-"""Durable, per-lane ordered work queues.
+"""Durable, per-lane ordered work queues, and the one error policy of every job handler.
 
-A job is stored in SQLite (unique per queue and dedupe key, e.g. a Discord or Chatwoot message
-id) *before* anything else happens to it; then it is scheduled in memory.  Jobs that share a
-*lane* (one Discord user, one Chatwoot conversation) run one at a time in the order they were
-stored; different lanes run concurrently.  A failed job is retried with capped exponential
-backoff at the head of its lane - there is no "N retries then drop": transient failures retry
-until they succeed, permanent failures are dead-lettered (kept, listed by ``diswoot queue``,
-re-queued by ``diswoot queue retry``).  After a restart, pending jobs continue where they
-stopped.
+A job is stored in SQLite (unique per queue and dedupe key) *before* anything else happens to
+it; jobs of one *lane* (a Discord user, a Chatwoot conversation) run one at a time in order,
+lanes run concurrently.  A handler's failure is classified once, by :func:`classify`:
+transient ones retry at the head of the lane with capped backoff for as long as it takes;
+permanent and malformed ones are dead-lettered at once (``diswoot queue`` lists them), so the
+lane moves on.  Nothing is dropped after N retries.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
 import trio
 
 from diswoot.bridge.backoff import retry_delay
+from diswoot.errors import UpstreamError
 from diswoot.store import Job, Store
 from diswoot.store import queries as q
 
@@ -40,6 +42,46 @@ class RetryLater(Exception):
 
 class PermanentFailure(Exception):
     """The job can never succeed as it is (e.g. a 4xx): dead-letter it, visibly."""
+
+
+class Verdict(enum.Enum):
+    """What a handler's failure means for its job."""
+
+    TRANSIENT = "transient"  # retry later, for as long as it takes
+    PERMANENT = "permanent"  # dead-letter: the request can never succeed as it is
+    MALFORMED = "malformed"  # dead-letter at once: the job's own data is broken
+    UNEXPECTED = "unexpected"  # a bug or an unknown condition: a few retries, then dead
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified failure: its verdict, a reason for the logs and the dead letter, a delay."""
+
+    verdict: Verdict
+    reason: str
+    delay: float | None = None
+
+
+MALFORMED_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+"""Raised by a handler reading a job whose payload lacks or mistypes what it needs."""
+LOCAL_TRANSIENT_ERRORS = (OSError, sqlite3.OperationalError, httpx.TransportError)
+"""Disk, database lock or network trouble that was not mapped by a client."""
+
+
+def classify(exc: Exception) -> Failure:
+    """The single mapping from any handler failure to what the queue does with the job."""
+    if isinstance(exc, RetryLater):
+        return Failure(Verdict.TRANSIENT, str(exc), exc.delay)
+    if isinstance(exc, PermanentFailure):
+        return Failure(Verdict.PERMANENT, str(exc))
+    if isinstance(exc, UpstreamError):
+        verdict = Verdict.TRANSIENT if exc.transient else Verdict.PERMANENT
+        return Failure(verdict, str(exc), exc.retry_after if exc.transient else None)
+    if isinstance(exc, MALFORMED_ERRORS):
+        return Failure(Verdict.MALFORMED, f"malformed job: {type(exc).__name__}: {exc}")
+    if isinstance(exc, LOCAL_TRANSIENT_ERRORS):
+        return Failure(Verdict.TRANSIENT, f"{type(exc).__name__}: {exc}")
+    return Failure(Verdict.UNEXPECTED, f"{type(exc).__name__}: {exc}")
 
 
 JobHandler = Callable[[Job], Awaitable[dict[str, Any] | None]]
@@ -67,7 +109,7 @@ class JobQueue:
         handler: JobHandler,
         *,
         concurrency: int = 64,
-        max_unexpected_failures: int = 8,
+        max_unexpected_failures: int = 3,
         backoff: Callable[[int], float] = retry_delay,
         clock: Callable[[], float] = time.time,
         on_done: Callable[[Job, float], None] | None = None,
@@ -213,23 +255,28 @@ class JobQueue:
         started = trio.current_time()
         try:
             result = await self._handler(job)
-        except RetryLater as exc:
-            await self._retry(job, str(exc), exc.delay, kind="transient")
-            return False
-        except PermanentFailure as exc:
-            await self._bury(job, str(exc))
-            return True
-        except Exception as exc:  # a bug, or an unexpected answer: retry a few times, then bury
-            log.exception("%s job %s (%s) failed unexpectedly", self.name, job.id, job.kind)
-            if job.attempts + 1 >= self._max_unexpected:
-                await self._bury(job, f"{type(exc).__name__}: {exc}")
-                return True
-            await self._retry(job, f"{type(exc).__name__}: {exc}", None, kind="unexpected")
-            return False
+        except Exception as exc:
+            return await self._failed(job, exc)
         await self.store.call(q.finish_job, job.id, self._clock(), result)
         self.counters.done += 1
         if self._on_done is not None:
             self._on_done(job, trio.current_time() - started)
+        return True
+
+    async def _failed(self, job: Job, exc: Exception) -> bool:
+        """Apply the error policy to a failed attempt; True when the job was dead-lettered."""
+        failure = classify(exc)
+        if failure.verdict in (Verdict.MALFORMED, Verdict.UNEXPECTED):
+            log.warning(
+                "%s job %s (%s) failed: %s", self.name, job.id, job.kind, failure.reason,
+                exc_info=failure.verdict is Verdict.UNEXPECTED,
+            )
+        if failure.verdict is Verdict.TRANSIENT or (
+            failure.verdict is Verdict.UNEXPECTED and job.attempts + 1 < self._max_unexpected
+        ):
+            await self._retry(job, failure.reason, failure.delay, kind=failure.verdict.value)
+            return False
+        await self._bury(job, failure.reason, kind=failure.verdict.value)
         return True
 
     async def _retry(self, job: Job, error: str, delay: float | None, *, kind: str) -> None:
@@ -247,12 +294,10 @@ class JobQueue:
             self.name, job.id, job.kind, attempts, wait, error,
         )
 
-    async def _bury(self, job: Job, error: str) -> None:
+    async def _bury(self, job: Job, error: str, *, kind: str) -> None:
         await self.store.call(q.bury_job, job.id, error, self._clock())
         self.counters.dead += 1
-        self.counters.failures_by_kind["permanent"] = (
-            self.counters.failures_by_kind.get("permanent", 0) + 1
-        )
+        self.counters.failures_by_kind[kind] = self.counters.failures_by_kind.get(kind, 0) + 1
         log.error(
             "%s job %s (%s) dead-lettered: %s (see `diswoot queue`)",
             self.name, job.id, job.kind, error,

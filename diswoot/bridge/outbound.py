@@ -29,10 +29,10 @@ from diswoot.bridge import embeds
 from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.csat import CsatFlow
 from diswoot.bridge.delivery import deliver_parts
-from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
+from diswoot.bridge.jobs import JobQueue, PermanentFailure
 from diswoot.bridge.reconcile import Reconciler
 from diswoot.bridge.reply_layout import discord_id_from_identifier, is_inbox_template, reply_parts
-from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
+from diswoot.chatwoot.errors import ChatwootError
 from diswoot.chatwoot.models import (
     ConversationEvent,
     MessageEvent,
@@ -40,7 +40,7 @@ from diswoot.chatwoot.models import (
     parse_webhook,
 )
 from diswoot.context import Context
-from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
+from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Job
 from diswoot.store import queries as q
 
@@ -348,12 +348,11 @@ class OutboundBridge:
         try:
             await self.ctx.discord.add_reaction(p["channel_id"], p["message_id"], p["emoji"])
         except DiscordHTTPError as exc:
-            if exc.permanent:  # e.g. the user deleted the message meanwhile
-                log.warning("could not react to DM %s: %s", p["message_id"], exc)
-                return {"skipped": str(exc)}
-            raise RetryLater(str(exc)) from None
-        except DiscordUnavailable as exc:
-            raise RetryLater(str(exc)) from None
+            if exc.transient:
+                raise
+            # e.g. the user deleted the message meanwhile
+            log.warning("could not react to DM %s: %s", p["message_id"], exc)
+            return {"skipped": str(exc)}
         return {"reacted": p["emoji"]}
 
     # ------------------------------------------------------------------ background
@@ -490,16 +489,12 @@ class OutboundBridge:
                 await self.ctx.discord.delete_message(
                     link.discord_channel_id, link.discord_message_id
                 )
-            except DiscordRateLimited as exc:
-                raise RetryLater(str(exc), delay=exc.retry_after) from exc
             except DiscordHTTPError as exc:
-                if not exc.permanent:
-                    raise RetryLater(str(exc)) from exc
+                if exc.transient:
+                    raise
                 if exc.code != UNKNOWN_MESSAGE:  # 10008: the user's client deleted it already
                     log.warning("could not delete DM %s: %s", link.discord_message_id, exc)
                     continue
-            except DiscordUnavailable as exc:
-                raise RetryLater(str(exc)) from exc
             deleted.append(link.discord_message_id)
         if deleted:
             log.info("agent deleted reply %d; deleted %d DM(s)", mid, len(deleted))
@@ -536,9 +531,9 @@ class OutboundBridge:
         try:
             await chatwoot.update_message_status(cid, mid, status, external_error=error)
             return {"status": status}
-        except ChatwootUnavailable as exc:
-            raise RetryLater(str(exc)) from exc
         except ChatwootError as exc:
+            if exc.transient:
+                raise
             if status != "failed":
                 log.info("could not mark Chatwoot message %d %s: %s", mid, status, exc)
                 return {"skipped": exc.status}
@@ -546,14 +541,7 @@ class OutboundBridge:
                 "could not mark Chatwoot message %d failed (%s); adding a private note", mid, exc
             )
         note = f"⚠️ This reply was not delivered to the user on Discord. {error}"
-        try:
-            await chatwoot.create_message(cid, content=note, message_type="outgoing", private=True)
-        except ChatwootUnavailable as exc:
-            raise RetryLater(str(exc)) from exc
-        except ChatwootError as exc:
-            raise PermanentFailure(
-                f"could not tell agents that message {mid} was not delivered: {exc}"
-            ) from exc
+        await chatwoot.create_message(cid, content=note, message_type="outgoing", private=True)
         return {"status": status, "private_note": True}
 
 

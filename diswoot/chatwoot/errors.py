@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from diswoot.errors import UpstreamError
 
-class ChatwootUnavailable(Exception):
+
+class ChatwootUnavailable(UpstreamError):
     """Chatwoot could not be reached or asked us to come back later; retry with backoff.
 
     ``status`` is the HTTP status (5xx or 429), or ``None`` for network errors and timeouts.
     """
+
+    transient = True
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
-class ChatwootError(Exception):
+class ChatwootError(UpstreamError):
     """Chatwoot rejected the request (4xx): a bug or a configuration problem.
 
     ``status`` is the HTTP status, ``body`` the decoded response (JSON or text) and ``hint``
@@ -40,7 +44,23 @@ class ChatwootNotFound(ChatwootError):
 
 
 class ChatwootUnprocessable(ChatwootError):
-    """422: validation failed (duplicate identifier, missing field, ...)."""
+    """422: validation failed (duplicate identifier, missing field, ...).
+
+    Chatwoot's per-conversation message limit also answers 422 ("Too many messages"): that
+    one is transient, and worth a minute's wait.
+    """
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return "Too many messages" in str(self.body)
+
+    @property
+    def retry_after(self) -> float | None:  # type: ignore[override]
+        return THROTTLE_DELAY if self.transient else None
+
+
+THROTTLE_DELAY = 60.0
+"""Chatwoot allows 200 messages per minute per conversation."""
 
 
 class ChatwootCsatLocked(ChatwootUnprocessable):

@@ -15,6 +15,8 @@ import outcome
 import trio
 from trio_websocket import HandshakeError, WebSocketConnection
 
+from diswoot.errors import FatalError
+
 from .connection import (
     ConnectionEnd,
     Credentials,
@@ -38,7 +40,7 @@ WebSocketOpener = Callable[[str, int], AbstractAsyncContextManager[WebSocketConn
 """(url, max_message_size) -> async context manager yielding an open websocket."""
 
 
-class GatewayFatalError(Exception):
+class GatewayFatalError(FatalError):
     """Discord closed the gateway with a code that reconnecting cannot fix."""
 
     def __init__(self, code: int) -> None:

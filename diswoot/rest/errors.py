@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from diswoot.errors import UpstreamError
 
-class DiscordHTTPError(Exception):
+
+class DiscordHTTPError(UpstreamError):
     """Discord answered with an error status; ``code`` is Discord's JSON error code."""
 
     def __init__(
@@ -29,6 +31,10 @@ class DiscordHTTPError(Exception):
         """True for 4xx other than 429: retrying the same request cannot succeed."""
         return 400 <= self.status < 500 and self.status != 429
 
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return not self.permanent
+
 
 class DiscordRateLimited(DiscordHTTPError):
     """A 429 that must not be retried now (Cloudflare ban, or too many 429s in a row)."""
@@ -38,8 +44,10 @@ class DiscordRateLimited(DiscordHTTPError):
         self.retry_after = retry_after
 
 
-class DiscordUnavailable(Exception):
+class DiscordUnavailable(UpstreamError):
     """Network failure or 5xx that persisted through the retries; transient."""
+
+    transient = True
 
     def __init__(self, message: str, route: str) -> None:
         self.route = route

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from diswoot.bridge.dm_content import dm_attachments
 from diswoot.bridge.downloads import (
     DownloadFailed,
     DownloadStream,
@@ -96,7 +97,7 @@ class DmFiles:
                 page = []
             found = next((m for m in page if str(m.get("id")) == message_id), None)
             self._fresh = {
-                str(a.get("id")): str(a.get("url")) for a in (found or {}).get("attachments") or []
+                str(a.get("id")): str(a.get("url")) for a in dm_attachments(found or {})
             }
             log.info("message %s: re-fetched %d attachment URL(s)", message_id, len(self._fresh))
         return self._fresh

@@ -348,7 +348,7 @@ class FakeDiscord:
             "id": self._snowflake(),
             "channel_id": channel_id,
             "author": author,
-            "type": 19 if fields.get("message_reference") else 0,
+            "type": fields.get("type", 19 if fields.get("message_reference") else 0),
             "content": fields.get("content") or "",
             "mentions": [],
             "mention_roles": [],
@@ -362,9 +362,14 @@ class FakeDiscord:
             "mention_everyone": False,
             "tts": False,
         }
-        for key in ("nonce", "message_reference", "webhook_id", "application_id"):
+        for key in (
+            "nonce", "message_reference", "webhook_id", "application_id", "message_snapshots",
+            "poll", "sticker_items",
+        ):
             if fields.get(key) is not None:
                 message[key] = fields[key]
+        if "referenced_message" in fields:  # null: the replied-to message was deleted
+            message["referenced_message"] = fields["referenced_message"]
         self.messages.setdefault(channel_id, []).append(message)
         self.channels[channel_id]["last_message_id"] = message["id"]
         self.gateway.dispatch("MESSAGE_CREATE", {**message, "channel_type": 1})
@@ -387,6 +392,84 @@ class FakeDiscord:
         channel = self._dm_channel(user_id)
         stored = [self._store_attachment(channel["id"], *a) for a in attachments]
         return self._new_message(channel["id"], self._user(user_id), {"content": content}, stored)
+
+    def user_forwards(
+        self,
+        user_id: str,
+        content: str,
+        *,
+        attachments: Iterable[tuple[str, str, bytes]] = (),
+        embeds: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The user forwards a message (from elsewhere) to the bot: empty ``content``, the
+        forwarded text and files in ``message_snapshots``, flag HAS_SNAPSHOT."""
+        channel = self._dm_channel(user_id)
+        stored = [self._store_attachment(channel["id"], *a) for a in attachments]
+        origin = self._snowflake()
+        snapshot = {
+            "type": 0,
+            "content": content,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": stored,
+            "embeds": embeds or [],
+            "timestamp": self._timestamp(),
+            "edited_timestamp": None,
+            "flags": 0,
+            "components": [],
+        }
+        fields = {
+            "flags": 1 << 14,
+            "message_reference": {"type": 1, "channel_id": origin, "message_id": self._snowflake()},
+            "message_snapshots": [{"message": snapshot}],
+            "type": 0,
+        }
+        return self._new_message(channel["id"], self._user(user_id), fields, [])
+
+    def user_sends_poll(
+        self, user_id: str, question: str, answers: list[str], *, multiselect: bool = False
+    ) -> dict[str, Any]:
+        """The user DMs a poll: a message whose words are only in ``poll``."""
+        channel = self._dm_channel(user_id)
+        poll = {
+            "question": {"text": question},
+            "answers": [
+                {"answer_id": n, "poll_media": {"text": text}} for n, text in enumerate(answers, 1)
+            ],
+            "expiry": self._timestamp(),
+            "allow_multiselect": multiselect,
+            "layout_type": 1,
+            "results": {"answer_counts": [], "is_finalized": False},
+        }
+        return self._new_message(channel["id"], self._user(user_id), {"poll": poll}, [])
+
+    def user_sends_voice(self, user_id: str, audio: bytes, *, seconds: float) -> dict[str, Any]:
+        """The user records a voice message: flag IS_VOICE_MESSAGE, one ogg attachment."""
+        channel = self._dm_channel(user_id)
+        attachment = self._store_attachment(
+            channel["id"], "voice-message.ogg", "audio/ogg", audio,
+            duration_secs=seconds, waveform="AAAA",
+        )
+        fields = {"flags": 1 << 13}
+        return self._new_message(channel["id"], self._user(user_id), fields, [attachment])
+
+    def user_sends_sticker(self, user_id: str, name: str) -> dict[str, Any]:
+        """The user sends a sticker (no text, no file: just ``sticker_items``)."""
+        channel = self._dm_channel(user_id)
+        fields = {"sticker_items": [{"id": self._snowflake(), "name": name, "format_type": 1}]}
+        return self._new_message(channel["id"], self._user(user_id), fields, [])
+
+    def user_replies_to_deleted(self, user_id: str, content: str) -> dict[str, Any]:
+        """The user replies to a message that has since been deleted (referenced_message null)."""
+        channel = self._dm_channel(user_id)
+        fields = {
+            "content": content,
+            "message_reference": {
+                "type": 0, "channel_id": channel["id"], "message_id": self._snowflake(),
+            },
+            "referenced_message": None,
+        }
+        return self._new_message(channel["id"], self._user(user_id), fields, [])
 
     def _find(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
         return next((m for m in self.messages.get(channel_id, []) if m["id"] == message_id), None)

@@ -131,10 +131,15 @@ def test_dm_text_renders_each_shape() -> None:
     forward = {
         "content": "",
         "message_reference": {"type": 1, "channel_id": "9"},
-        "message_snapshots": [{"message": {"content": "a\n\nb", "attachments": [{"id": "7"}]}}],
+        "message_snapshots": [
+            {"message": {"content": "a\n\nb", "attachments": [{"id": 7, "url": "u", "size": "x"}]}}
+        ],
     }
     assert dm_text(forward) == "↪️ Forwarded message:\n> a\n>\n> b"
-    assert dm_attachments(forward) == [{"id": "7"}]
+    assert dm_attachments(forward) == [
+        {"id": "7", "url": "u", "size": 0, "filename": "file", "content_type": None}
+    ]
+    assert dm_attachments({"attachments": [{"id": "1"}, "junk", None]}) == []
     # a snapshot without the forward reference or flag is not read
     assert dm_text({"content": "x", "message_snapshots": forward["message_snapshots"]}) == "x"
 
@@ -156,3 +161,23 @@ KEYS = st.sampled_from(
 def test_dm_text_never_raises_on_any_shape(message: dict[str, Any]) -> None:
     assert isinstance(dm_text(message), str)
     assert all(isinstance(a, dict) for a in dm_attachments(message))
+
+
+async def test_a_poison_job_is_dead_lettered_at_once_and_the_users_next_dm_flows(
+    tmp_path: Path,
+) -> None:
+    from diswoot.store import queries as q
+
+    async with world_for(tmp_path) as world:
+        inbound = world.daemon.inbound
+        # stored by an older version, or corrupted: the message lacks its author
+        poison = {"message": {"id": "1300000000000000001", "channel_id": "1"}, "received_at": 0}
+        await inbound.queue.submit("message", "1300000000000000001", UID, poison)
+        started = trio.current_time()
+        sent = world.discord.user_sends(UID, "my order is late")
+        message = await forwarded(world, sent["id"])
+        assert trio.current_time() - started < 3.0
+        assert message["content"] == "my order is late"
+        dead = await world.daemon.ctx.store.call(q.list_jobs, ("dead",))
+        assert [(j.dedupe_key, j.attempts) for j in dead] == [("1300000000000000001", 1)]
+        assert dead[0].last_error.startswith("malformed job: KeyError")

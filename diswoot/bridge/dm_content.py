@@ -30,11 +30,30 @@ def dm_text(message: Mapping[str, Any]) -> str:
 
 
 def dm_attachments(message: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The DM's files: its own, then those of the message(s) it forwards."""
-    files = [a for a in _list(message.get("attachments")) if isinstance(a, dict)]
+    """The DM's files (its own, then those it forwards), with well-typed id, name, size, type.
+
+    An entry without a URL cannot be fetched and is left out.
+    """
+    entries = list(_list(message.get("attachments")))
     for snapshot in _snapshots(message):
-        files.extend(a for a in _list(snapshot.get("attachments")) if isinstance(a, dict))
-    return files
+        entries.extend(_list(snapshot.get("attachments")))
+    return [file for file in map(_file, entries) if file is not None]
+
+
+def _file(entry: Any) -> dict[str, Any] | None:
+    attachment = _mapping(entry)
+    url = _text(attachment.get("url"))
+    if not url:
+        return None
+    size = _int(attachment.get("size"))
+    return {
+        **attachment,
+        "id": str(attachment.get("id", "")),
+        "filename": _text(attachment.get("filename")) or "file",
+        "size": max(size, 0),
+        "url": url,
+        "content_type": _text(attachment.get("content_type")) or None,
+    }
 
 
 def _own_lines(message: Mapping[str, Any], *, forwarded: bool) -> list[str]:

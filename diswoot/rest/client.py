@@ -2,9 +2,9 @@
 
 Rate limiting (discord-api.md §5.2): each request first reserves a slot in its bucket (FIFO per
 bucket through a ``trio.Lock``; a request whose bucket state is unknown goes alone and holds the
-bucket until its response), then a slot in the proactive global window (50/s, held until a
-second after the response; skipped by interaction callbacks and webhook-token routes). All
-waits use trio's clock.
+bucket until its response), then a slot in the proactive global window (50/s, held from the
+send for a second plus a margin learned from the round trips; skipped by interaction callbacks
+and webhook-token routes). All waits use trio's clock.
 """
 
 from __future__ import annotations
@@ -122,26 +122,28 @@ class _Gate:
             lock.release()
             return _Ticket(key, bucket, False, None)
 
-    async def _pass_global(self) -> None:
+    async def _pass_global(self) -> float:
+        """Wait for a global slot; the send time it was taken at."""
         async with self._global_lock:
             while (delay := self._global.delay(trio.current_time())) > 0:
                 await self._wait(delay)
-            self._global.start()
+            now = trio.current_time()
+            self._global.start(now)
+            return now
 
     @asynccontextmanager
     async def slot(self, route: Route) -> AsyncIterator[_Slot]:
         """Wait until ``route`` may be sent; the body sends it and reports via ``observe``."""
         ticket = await self._reserve(route)
         slot = _Slot()
-        passed = False
+        sent_at: float | None = None
         try:
             if route.global_limited:
-                await self._pass_global()
-                passed = True
+                sent_at = await self._pass_global()
             yield slot
         finally:
-            if passed:
-                self._global.finish(trio.current_time())
+            if sent_at is not None and slot.response is not None:
+                self._global.finish(sent_at, trio.current_time())
             try:
                 self._settle(route, ticket, slot)
             finally:

@@ -19,9 +19,15 @@ from urllib.parse import quote
 
 GLOBAL_LIMIT = 50
 GLOBAL_PERIOD = 1.0
-# Slots are held until ``period`` after the response (see GlobalWindow), which covers network
-# delays; this margin only absorbs the rounding of two clocks.
-GLOBAL_SAFETY_MARGIN = 0.01
+GLOBAL_SAFETY_MARGIN = 0.015
+"""Added to the learned margin of the global window: two clocks' rounding and jitter."""
+UNKNOWN_RTT_MARGIN = 0.25
+"""The global window's margin before any round trip was measured."""
+MAX_MARGIN = 1.0
+"""The margin never exceeds this: as cautious as holding a slot a period past the answer."""
+GLOBAL_429_WIDENING = 0.05
+"""How much a global 429 widens the margin (it should never happen; if it does, learn)."""
+RTT_SAMPLES = 64
 
 _MAJOR_PARAMS = ("channel_id", "guild_id", "webhook_id")
 _REACTIONS_PREFIX = "/channels/{channel_id}/messages/{message_id}/reactions"
@@ -212,53 +218,53 @@ class BucketState:
 class GlobalWindow:
     """Proactive sliding window: at most ``limit`` requests reach Discord in any ``period``.
 
-    When a request reaches Discord is only known to lie between its send and its response,
-    so a request holds its slot from :meth:`start` until ``period`` after :meth:`finish`.
-    That is safe whatever the network and the event loops on either side delay, and on a fast
-    link still allows nearly ``limit`` requests per ``period`` - a fixed margin on the send
-    times was both slower and, with a busy loop between the gate and the socket, not safe.
+    A request holds its slot from its *send* until ``period + margin`` later.  Discord counts
+    it when it arrives, some unknown part of its round trip after the send; two requests a
+    period apart can only arrive closer together than they were sent when the later one's
+    trip is shorter, by at most the spread of recent round trips (which includes the time a
+    busy event loop spent between this gate and the socket).  So ``margin`` is that spread,
+    learned from the last :data:`RTT_SAMPLES` answers, plus a small constant; a global 429
+    widens it for good.  On a steady link that allows ``limit / (period + margin)``.
     """
 
     limit: int = GLOBAL_LIMIT
-    period: float = GLOBAL_PERIOD + GLOBAL_SAFETY_MARGIN
+    period: float = GLOBAL_PERIOD
     paused_until: float = -math.inf
-    in_flight: int = 0
-    answered: collections.deque[float] = field(default_factory=collections.deque)
+    sent: collections.deque[float] = field(default_factory=collections.deque)
+    rtts: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=RTT_SAMPLES)
+    )
+    extra_margin: float = 0.0
+
+    @property
+    def margin(self) -> float:
+        """Seconds a slot is held beyond ``period`` after its send."""
+        spread = max(self.rtts) - min(self.rtts) if self.rtts else UNKNOWN_RTT_MARGIN
+        return min(MAX_MARGIN, GLOBAL_SAFETY_MARGIN + spread + self.extra_margin)
 
     def delay(self, now: float) -> float:
-        """Seconds until one more request may be sent (0 if it may go now).
-
-        With every slot held by a request still in flight, ``period`` is the earliest a slot
-        can free up; ask again then.
-        """
-        while self.answered and self.answered[0] <= now - self.period:
-            self.answered.popleft()
+        """Seconds until one more request may be sent (0 if it may go now)."""
+        hold = self.period + self.margin
+        sent = self.sent
+        while sent and sent[0] <= now - hold:
+            sent.popleft()
         wait = self.paused_until - now
-        excess = self.in_flight + len(self.answered) - self.limit + 1
-        if excess > 0:
-            if excess <= len(self.answered):
-                wait = max(wait, self.answered[excess - 1] + self.period - now)
-            else:
-                wait = max(wait, self.period)
+        if len(sent) >= self.limit:
+            wait = max(wait, sent[len(sent) - self.limit] + hold - now)
         return max(wait, 0.0)
 
-    def start(self) -> None:
-        """A request is being sent (call only when ``delay(now) == 0``)."""
-        self.in_flight += 1
+    def start(self, now: float) -> None:
+        """A request is being sent at ``now`` (call only when ``delay(now) == 0``)."""
+        self.sent.append(now)
 
-    def finish(self, now: float) -> None:
-        """A request that :meth:`start` let through was answered (or failed) at ``now``."""
-        self.in_flight -= 1
-        self.answered.append(now)
-
-    def record(self, now: float) -> None:
-        """A request sent and answered at ``now``."""
-        self.start()
-        self.finish(now)
+    def finish(self, sent_at: float, now: float) -> None:
+        """The request sent at ``sent_at`` was answered at ``now``: learn its round trip."""
+        self.rtts.append(max(0.0, now - sent_at))
 
     def pause(self, retry_after: float, now: float) -> None:
-        """A global 429: nothing global-limited goes out for ``retry_after`` seconds."""
+        """A global 429: nothing global-limited goes for ``retry_after``; widen the margin."""
         self.paused_until = max(self.paused_until, now + retry_after)
+        self.extra_margin = min(MAX_MARGIN, self.extra_margin + GLOBAL_429_WIDENING)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import trio
 
 from diswoot.chatwoot.errors import (
     ChatwootCsatLocked,
@@ -29,6 +30,7 @@ from diswoot.chatwoot.errors import (
     ChatwootUnprocessable,
 )
 from diswoot.chatwoot.models import Attachment, Contact, InboxConfig
+from diswoot.chatwoot.throttle import FixedWindowThrottle
 
 SEARCH_PAGE_SIZE = 15
 """Chatwoot's ``/contacts/search`` page size (used when an old server omits ``has_more``)."""
@@ -55,6 +57,7 @@ class ChatwootClient:
         self._token = api_token
         self._timeout = timeout
         self.calls: Counter[str] = Counter()
+        self.throttle = FixedWindowThrottle()
 
     # ------------------------------------------------------------------ contacts
 
@@ -333,6 +336,8 @@ class ChatwootClient:
             headers["api_access_token"] = self._token
         if content_type is not None:
             headers["Content-Type"] = content_type
+        while (wait := self.throttle.delay()) > 0:  # noqa: ASYNC110 - a time, not an event
+            await trio.sleep(wait)
         try:
             response = await self._http.request(
                 method,
@@ -351,11 +356,16 @@ class ChatwootClient:
             ) from exc
         body = _decode(response)
         status = response.status_code
+        if status != 429:
+            self.throttle.accepted()
         if 200 <= status < 300:
             return body
         if status == 429:
+            wait = self.throttle.rate_limited(response.headers.get("date"))
             raise ChatwootUnavailable(
-                f"Chatwoot {key} was rate-limited (429); back off and retry", status=status
+                f"Chatwoot {key} was rate-limited (429); sending again in {wait:.0f} s",
+                status=status,
+                retry_after=wait,
             )
         if status >= 500 or status < 400:
             raise ChatwootUnavailable(

@@ -19,9 +19,12 @@ class ChatwootUnavailable(UpstreamError):
 
     transient = True
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class ChatwootError(UpstreamError):

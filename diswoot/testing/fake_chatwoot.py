@@ -191,6 +191,8 @@ class FakeChatwoot:
         webhook_secret: str | None = None,
         latency: float = 0.0,
         version: str = "4.15.1",
+        rack_attack_limit: int | None = None,
+        rack_attack_period: float = 60.0,
     ) -> None:
         self.account_id = account_id
         self.inbox_id = inbox_id
@@ -198,6 +200,10 @@ class FakeChatwoot:
         self.webhook_urls = list(webhook_urls)
         self.webhook_secret = webhook_secret
         self.latency = latency
+        self.rack_attack_limit = rack_attack_limit  # None: off (Chatwoot's default is 3000)
+        self.rack_attack_period = rack_attack_period
+        self.throttled: list[float] = []  # when each global 429 was answered (self.clock)
+        self._ip_hits: tuple[int, int] = (-1, 0)  # (window, requests in it)
         self.check_spec = True  # False skips the (costly) OpenAPI checks, e.g. in benchmarks
         self.version = version
         self.clock: Callable[[], float] = time.time
@@ -448,6 +454,8 @@ class FakeChatwoot:
             await trio.sleep(self.latency)
         if self.down:
             return Response("Service Unavailable\n", 503, mimetype="text/plain")
+        if self._globally_throttled(request.path):
+            return Response("Retry later\n", 429, mimetype="text/plain")
         injected = self._injected_failure(request.method, request.path)
         if injected is not None:
             return injected
@@ -486,6 +494,21 @@ class FakeChatwoot:
                     return Response(body, failure.status, mimetype="text/plain")
                 return Response(json.dumps(body), failure.status, mimetype="application/json")
         return None
+
+    def _globally_throttled(self, path: str) -> bool:
+        """rack-attack's ``req/ip``: ``rack_attack_limit`` requests per fixed window (aligned
+        to the epoch) from our one IP; ``/health`` is safelisted.  No Retry-After header."""
+        if self.rack_attack_limit is None or path == "/health":
+            return False
+        now = self.clock()
+        window = int(now // self.rack_attack_period)
+        seen_window, count = self._ip_hits
+        count = count + 1 if window == seen_window else 1
+        self._ip_hits = (window, count)
+        if count <= self.rack_attack_limit:
+            return False
+        self.throttled.append(now)
+        return True
 
     def _rate_limited(self, account_id: int) -> bool:
         """rack-attack: 100 searches per fixed 60 s window per account."""

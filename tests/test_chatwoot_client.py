@@ -293,7 +293,7 @@ async def test_not_found(client: ChatwootClient) -> None:
     assert "not found" in str(caught.value)
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
+@pytest.mark.parametrize("status", [500, 502, 503])
 async def test_retryable_statuses_are_unavailable(
     client: ChatwootClient, fake: FakeChatwoot, status: int
 ) -> None:
@@ -307,6 +307,22 @@ async def test_retryable_statuses_are_unavailable(
     assert str(status) in str(caught.value)
 
 
+async def test_a_429_is_the_global_limit_nothing_goes_until_the_next_window(
+    client: ChatwootClient, fake: FakeChatwoot
+) -> None:
+    client.throttle.period, client.throttle.margin = 0.5, 0.01
+    fake.fail_next("GET", r"/conversations/\d+$", 429)
+    with trio.fail_after(10):
+        with pytest.raises(ChatwootUnavailable) as caught:
+            await client.get_conversation(1)
+        refused = trio.current_time()
+        assert caught.value.status == 429 and "429" in str(caught.value)
+        assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 0.51
+        with pytest.raises(ChatwootNotFound):  # sent only once the window is over
+            await client.get_conversation(1)
+        assert trio.current_time() - refused >= caught.value.retry_after - 0.02
+
+
 async def test_search_rate_limit_is_unavailable(client: ChatwootClient, fake: FakeChatwoot) -> None:
     fake.clock = lambda: 1_781_690_400.0
     with trio.fail_after(20):
@@ -314,6 +330,7 @@ async def test_search_rate_limit_is_unavailable(client: ChatwootClient, fake: Fa
             await client.find_contact_by_identifier("nobody")
         with pytest.raises(ChatwootUnavailable, match="rate-limited") as caught:
             await client.find_contact_by_identifier("nobody")
+        await client.get_inbox()  # the search throttle does not hold other requests
         fake.clock = lambda: 1_781_690_460.0  # the next fixed 60 s window
         assert await client.find_contact_by_identifier("nobody") is None
     assert caught.value.status == 429

@@ -361,7 +361,10 @@ class ChatwootClient:
         if 200 <= status < 300:
             return body
         if status == 429:
-            wait = self.throttle.rate_limited(response.headers.get("date"))
+            # the search endpoint has a throttle of its own (100/min per account): only a
+            # 429 elsewhere means the global per-IP limit is used up
+            search = route == "/contacts/search"
+            wait = self.throttle.rate_limited(response.headers.get("date"), block=not search)
             raise ChatwootUnavailable(
                 f"Chatwoot {key} was rate-limited (429); sending again in {wait:.0f} s",
                 status=status,

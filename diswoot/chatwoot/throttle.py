@@ -72,8 +72,11 @@ class FixedWindowThrottle:
         if window == self._blocked and self.budget is not None:
             self.budget = max(self.budget, self._accepted)  # answered late, still fitted
 
-    def rate_limited(self, date_header: str | None) -> float:
-        """A 429 arrived: block the rest of the server's window; seconds until it ends."""
+    def rate_limited(self, date_header: str | None, *, block: bool = True) -> float:
+        """A 429 arrived: block the rest of the server's window; seconds until it ends.
+
+        ``block=False``: a per-endpoint throttle (same windows), other requests may go on.
+        """
         self.throttled += 1
         server_now = _parse_date(date_header)
         if server_now is not None:
@@ -82,7 +85,7 @@ class FixedWindowThrottle:
             self._offset = offset if abs(offset) > DATE_RESOLUTION else 0.0
         window, until_next = self._server_window()
         self._enter(window)
-        if window != self._blocked:
+        if block and window != self._blocked:
             self._blocked = window
             self.budget = max(1, self._accepted)
         return until_next

@@ -1,12 +1,18 @@
-"""``python -m bench``: run every scenario, print a table and one JSON line.
+"""``python -m bench``: the real daemon against the fakes; a table, the targets, one JSON line.
 
-Two daemons run one after the other, each against fresh fakes:
+Each run starts two daemons (``python -m diswoot`` child processes), one after the other, each
+against fresh in-process fakes over loopback:
 
-* ``defaults`` - the shipped configuration (confirm reaction and greeting on);
-* ``no-reaction`` - CONFIRM_EMOJI blank (inbound bursts only), to show what the inbound path
-  does without the Discord reaction that each forwarded DM waits for in its lane.
+* ``quiet`` - Chatwoot sends no webhook for the DMs it receives.  Steady traffic first (20 DMs/s,
+  then 20 replies/s: latency, and the steady RSS peak), then a burst of ``users x messages``
+  DMs, then ``replies`` agent replies (20 webhooks at a time) and 500 replies to 100 users
+  under Discord's enforced limits;
+* ``echo`` - production shape: Chatwoot echoes every forwarded DM as a webhook on a connection
+  of its own, as a real Chatwoot does; the same burst.
 
-``--quick`` runs only the first, with small sizes.
+``--runs N`` repeats everything and reports the median (and range) of every figure; ``--floor``
+also measures what the libraries alone cost (:mod:`bench.floor`), and the daemon's CPU per
+message as a ratio to that floor for the same work.  ``--quick`` is a small smoke run.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -22,13 +29,12 @@ from typing import Any
 
 import trio
 
+from bench import floor as floor_mod
 from bench import scenarios
 from bench.procstat import memory_kib
 from bench.profile import profiled
-from bench.report import json_line, table
-from bench.world import World, open_world
-
-LIGHT_RATE = 10.0
+from bench.report import json_line, table, targets
+from bench.world import open_world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,52 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark the real Diswoot daemon against the in-process fakes.",
     )
-    parser.add_argument("--users", type=int, default=100, help="Discord users (default 100)")
-    parser.add_argument(
-        "--messages", type=int, default=10, help="DMs per user in the inbound burst (default 10)"
-    )
-    parser.add_argument(
-        "--replies",
-        type=int,
-        default=300,
-        help="agent replies per outbound scenario (default 300; keep it <= 4 x users so the "
-        "per-channel 5/5 s bucket is not what limits)",
-    )
-    parser.add_argument(
-        "--concurrency", type=int, default=20, help="concurrent webhook POSTs (default 20)"
-    )
-    parser.add_argument(
-        "--rate", type=float, default=100.0, help="DMs/s of the paced scenario (default 100)"
-    )
-    parser.add_argument(
-        "--paced-seconds", type=float, default=5.0, help="length of each paced scenario (5)"
-    )
-    parser.add_argument(
-        "--chatwoot-latency",
-        type=float,
-        default=0.05,
-        help="seconds per Chatwoot call in the latency scenario (default 0.05)",
-    )
-    parser.add_argument(
-        "--discord-latency",
-        type=float,
-        default=0.0,
-        help="seconds per Discord REST call in every scenario (default 0)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smaller sizes and only the shipped configuration (about 20 s), for a smoke run",
-    )
-    parser.add_argument(
-        "--skip-no-reaction", action="store_true", help="run only the shipped configuration"
-    )
-    parser.add_argument("--log-dir", type=Path, help="keep the daemons' logs here")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        help="sample each daemon with py-spy into DIR/<daemon>.txt (see python -m bench.profile)",
-    )
+    add = parser.add_argument
+    add("--users", type=int, default=100, help="Discord users (default 100)")
+    add("--messages", type=int, default=10, help="DMs per user in the bursts (default 10)")
+    add("--replies", type=int, default=1000, help="agent replies in the burst (default 1000)")
+    add("--limited-replies", type=int, default=500,
+        help="replies under enforced Discord limits (default 500)")
+    add("--concurrency", type=int, default=20, help="concurrent webhook POSTs (default 20)")
+    add("--steady-rate", type=float, default=20.0, help="DMs or replies/s, steady (default 20)")
+    add("--steady-seconds", type=float, default=5.0, help="length of each steady scenario")
+    add("--discord-latency", type=float, default=0.0, help="seconds per Discord REST call")
+    add("--runs", type=int, default=3, help="repeat everything; report medians (default 3)")
+    add("--floor", action="store_true", help="also measure the libraries alone (bench.floor)")
+    add("--quick", action="store_true", help="small sizes, one run (about a minute)")
+    add("--log-dir", type=Path, help="keep the daemons' logs here")
+    add("--profile", type=Path,
+        help="sample each daemon with py-spy into DIR/<daemon>.txt (see python -m bench.profile)")
     return parser
 
 
@@ -96,183 +72,155 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "python": platform.python_version(),
         "system": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
     }
 
 
-def _profile_path(args: argparse.Namespace, label: str) -> Path | None:
-    if args.profile is None:
-        return None
-    args.profile.mkdir(parents=True, exist_ok=True)
-    return Path(args.profile) / f"{label}.txt"
+def _say(label: str, text: str) -> None:
+    print(f"[{label}] {text}", file=sys.stderr)
 
 
-def paced_shape(users: Sequence[str], total: float) -> tuple[Sequence[str], int]:
-    """(senders, DMs each) for about ``total`` DMs spread over as many users as possible."""
-    wanted = max(1, round(total))
-    if wanted <= len(users):
-        return users[:wanted], 1
-    return users, round(wanted / len(users))
-
-
-async def run_world(
-    args: argparse.Namespace, label: str, prefix: str, **config: Any
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """All scenarios against one daemon; (scenarios by column name, process figures)."""
-    results: dict[str, dict[str, Any]] = {}
-    wait = 20.0 if args.quick else 60.0
-    log_dir = args.log_dir / label if args.log_dir else None
-    if log_dir:
+def _paths(args: argparse.Namespace, label: str) -> tuple[Path | None, Path | None]:
+    """(log dir, profile file) of one daemon."""
+    log_dir = profile = None
+    if args.log_dir:
+        log_dir = args.log_dir / label
         log_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profile = args.profile / f"{label}.txt"
+    return log_dir, profile
 
-    def say(text: str) -> None:
-        print(f"[{label}] {text}", file=sys.stderr)
 
+async def quiet_world(args: argparse.Namespace, label: str) -> dict[str, dict[str, Any]]:
+    """Steady traffic, the burst and the outbound scenarios, Chatwoot echoing nothing."""
+    results: dict[str, dict[str, Any]] = {}
+    wait = 60.0
+    log_dir, profile = _paths(args, label)
     async with open_world(
-        discord_latency=args.discord_latency,
-        log_dir=log_dir,
-        stop_wait=1.0 if args.quick or prefix else 15.0,
-        **config,
-    ) as world, profiled(world.pid, _profile_path(args, label)):
+        discord_latency=args.discord_latency, log_dir=log_dir, stop_wait=15.0
+    ) as world, profiled(world.pid, profile):
+        world.chatwoot.echo_incoming = False
         idle_rss, _ = memory_kib(world.pid)
         users = world.add_users(args.users)
-        burst = args.messages if not prefix else max(1, args.messages // 2)
-        say(f"inbound burst: {args.users} users x {burst} DMs")
-        results[f"{prefix}in_burst"] = await scenarios.inbound(
-            world, users, burst, tag="burst", receipt_wait=wait
+        # every user's first DM creates contact + conversation: not the steady state
+        _say(label, f"warm-up: one DM from each of {len(users)} users")
+        await scenarios.inbound(world, users, 1, tag="warmup", receipt_wait=wait)
+        steady = round(args.steady_rate * args.steady_seconds)
+        _say(label, f"steady inbound: {steady} DMs at {args.steady_rate:g}/s")
+        senders, per_user = _spread(users, steady)
+        results["in_steady"] = await scenarios.inbound(
+            world, senders, per_user, tag="steady", rate=args.steady_rate, receipt_wait=wait
         )
-        paced = (("in_paced", args.rate), ("in_light", LIGHT_RATE)) if not prefix else ()
-        for name, rate in paced:
-            senders, per_user = paced_shape(users, rate * args.paced_seconds)
-            say(f"paced inbound: {len(senders) * per_user} DMs offered at {rate:g}/s")
-            results[f"{prefix}{name}"] = await scenarios.inbound(
-                world, senders, per_user, tag=name, rate=rate, receipt_wait=wait
-            )
-        say(f"inbound burst with {args.chatwoot_latency * 1000:g} ms per Chatwoot call")
-        world.chatwoot.latency = args.chatwoot_latency
-        results[f"{prefix}in_cw_latency"] = await scenarios.inbound(
-            world, users, max(1, args.messages // 2), tag="slow", receipt_wait=wait
+        conversations = scenarios.conversations_of(world, users)
+        _say(label, f"steady outbound: {steady} replies at {args.steady_rate:g}/s")
+        results["out_steady"] = await scenarios.outbound(
+            world, conversations, steady, args.concurrency, tag="steady",
+            enforce_limits=True, receipt_wait=wait, rate=args.steady_rate,
         )
-        world.chatwoot.latency = 0.0
-        if not prefix:
-            await outbound_scenarios(world, args, users, results, wait, label)
-        rss_now, peak_rss = memory_kib(world.pid)
-    figures = {
+        _, steady_peak = memory_kib(world.pid)
+        _say(label, f"inbound burst: {len(users)} users x {args.messages} DMs")
+        results["in_burst"] = await scenarios.inbound(
+            world, users, args.messages, tag="burst", receipt_wait=wait
+        )
+        _, burst_peak = memory_kib(world.pid)
+        _say(label, f"outbound burst: {args.replies} replies, {args.concurrency} at a time")
+        results["out_burst"] = await scenarios.outbound(
+            world, conversations, args.replies, args.concurrency, tag="burst",
+            enforce_limits=True, receipt_wait=wait * 2,
+        )
+        _say(label, f"outbound under Discord's limits: {args.limited_replies} replies")
+        results["out_limited"] = await scenarios.outbound(
+            world, conversations, args.limited_replies, args.concurrency, tag="limited",
+            enforce_limits=True, receipt_wait=wait * 2,
+        )
+        _, final_peak = memory_kib(world.pid)
+    results["process"] = {
         "idle_rss_mb": round(idle_rss / 1024, 1),
-        "peak_rss_mb": round(peak_rss / 1024, 1),
-        "final_rss_mb": round(rss_now / 1024, 1),
+        "steady_peak_rss_mb": round(steady_peak / 1024, 1),
+        "burst_peak_rss_mb": round(burst_peak / 1024, 1),
+        "peak_rss_mb": round(final_peak / 1024, 1),
         "graceful_stop_seconds": world.stop.seconds,
-        "killed_after_seconds": world.stop.wait if world.stop.killed else None,
     }
-    return results, figures
+    return results
 
 
-async def outbound_scenarios(
-    world: World,
-    args: argparse.Namespace,
-    users: Sequence[str],
-    results: dict[str, dict[str, Any]],
-    receipt_wait: float,
-    label: str,
-) -> None:
-    conversations = scenarios.conversations_of(world, users)
-    print(f"[{label}] outbound burst: {args.replies} replies", file=sys.stderr)
-    results["out_burst"] = await scenarios.outbound(
-        world,
-        conversations,
-        args.replies,
-        args.concurrency,
-        tag="burst",
-        enforce_limits=False,
-        receipt_wait=receipt_wait,
-    )
-    print(f"[{label}] outbound under enforced Discord limits", file=sys.stderr)
-    results["out_limited"] = await scenarios.outbound(
-        world,
-        conversations,
-        args.replies,
-        args.concurrency,
-        tag="limited",
-        enforce_limits=True,
-        receipt_wait=receipt_wait,
-    )
+async def echo_world(args: argparse.Namespace, label: str) -> dict[str, dict[str, Any]]:
+    """Production shape: every forwarded DM comes back as a webhook, one connection each."""
+    log_dir, profile = _paths(args, label)
+    async with open_world(
+        discord_latency=args.discord_latency, log_dir=log_dir, stop_wait=15.0
+    ) as world, profiled(world.pid, profile):
+        users = world.add_users(args.users)
+        await scenarios.inbound(world, users, 1, tag="warmup", receipt_wait=60.0)
+        _say(label, f"inbound burst with echo webhooks: {len(users)} x {args.messages} DMs")
+        burst = await scenarios.inbound(
+            world, users, args.messages, tag="echo", receipt_wait=60.0
+        )
+        _, peak = memory_kib(world.pid)
+    burst["peak_rss_mb"] = round(peak / 1024, 1)
+    return {"in_burst_echo": burst}
 
 
-def _verdict(measured: Any, target: str, met: bool) -> dict[str, Any]:
-    return {"measured": measured, "target": target, "met": bool(met)}
+def _spread(users: Sequence[str], total: int) -> tuple[Sequence[str], int]:
+    """(senders, DMs each) for about ``total`` DMs over as many users as possible."""
+    if total <= len(users):
+        return users[: max(1, total)], 1
+    return users, round(total / len(users))
 
 
-def targets(results: dict[str, dict[str, Any]], peak_rss_mb: float) -> dict[str, Any]:
-    """Issue 9's targets, judged on the shipped configuration."""
-    burst, paced = results["in_burst"], results["in_paced"]
-    slow, limited = results["in_cw_latency"], results["out_limited"]
-    p99 = paced.get("p99_ms")
-    return {
-        "inbound burst DMs/s": _verdict(
-            burst["rate_per_s"], ">= 1000", burst["rate_per_s"] >= 1000
-        ),
-        "inbound DMs/s with slow Chatwoot, order kept": _verdict(
-            f"{slow['rate_per_s']} ({'ordered' if slow['order_kept'] else 'ORDER BROKEN'})",
-            ">= 200, ordered",
-            slow["rate_per_s"] >= 200 and slow["order_kept"],
-        ),
-        "outbound share of the global limit": _verdict(
-            f"{limited['global_limit_fraction']:.0%}, {limited['responses_429']} x 429",
-            ">= 90 %, zero 429",
-            limited["global_limit_fraction"] >= 0.9 and limited["responses_429"] == 0,
-        ),
-        "steady-state Chatwoot calls per DM": _verdict(
-            paced["chatwoot_calls_per_message"],
-            "1 (+1 % for background probes)",
-            paced["chatwoot_calls_per_message"] <= 1.01,
-        ),
-        "p99 latency at the paced rate (ms)": _verdict(p99, "<= 10", p99 is not None and p99 <= 10),
-        "peak RSS (MB)": _verdict(peak_rss_mb, "<= 60", peak_rss_mb <= 60),
-        "exactly once, nothing missing": _verdict(
-            sum(r.get("duplicates", 0) + r.get("missing", 0) for r in results.values()),
-            "0 duplicates + missing",
-            all(r.get("duplicates", 0) == 0 and r.get("missing", 0) == 0 for r in results.values()),
-        ),
-    }
+def median_of(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each numeric figure's median over the runs (``<name>_range`` keeps min and max)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for scenario in runs[0]:
+        rows = [run[scenario] for run in runs if scenario in run]
+        out: dict[str, Any] = {}
+        for key, first in rows[0].items():
+            values = [row.get(key) for row in rows]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if len(numbers) == len(values) and numbers:
+                out[key] = statistics.median(numbers)
+                if len(numbers) > 1 and min(numbers) != max(numbers):
+                    out[f"{key}_range"] = [min(numbers), max(numbers)]
+            elif all(isinstance(v, bool) for v in values):
+                out[key] = all(values)
+            else:
+                out[key] = first
+        merged[scenario] = out
+    return merged
+
+
+async def one_run(args: argparse.Namespace, index: int) -> dict[str, dict[str, Any]]:
+    results = await quiet_world(args, f"quiet-{index}")
+    results.update(await echo_world(args, f"echo-{index}"))
+    return results
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    results, figures = await run_world(args, "defaults", "")
-    memories = {"defaults": figures}
-    if not args.skip_no_reaction:
-        extra, memories["no-reaction"] = await run_world(
-            args, "no-reaction", "nr_", confirm_emoji=""
-        )
-        results.update(extra)
-    peak = max(m["peak_rss_mb"] for m in memories.values())
-    summary: dict[str, Any] = {
-        "daemon peak RSS MB (VmHWM)": peak,
-        "daemon idle RSS MB": memories["defaults"]["idle_rss_mb"],
-        "daemon CPU s per 1,000 inbound DMs (burst)": results["in_burst"]["daemon_cpu_s_per_1000"],
-        "daemon CPU s per 1,000 replies (burst)": results["out_burst"]["daemon_cpu_s_per_1000"],
-        f"inbound p99 ms at {LIGHT_RATE:g} DMs/s": results["in_light"]["p99_ms"],
-        "daemon graceful stop seconds (SIGTERM -> exit)": figures["graceful_stop_seconds"],
-        "benchmark wall seconds": round(time.perf_counter() - started, 1),
-        "targets": targets(results, peak),
-    }
+    floor = floor_mod.measure() if args.floor else None
+    runs = [await one_run(args, index) for index in range(args.runs)]
+    results = median_of(runs)
     return {
         "bench": "diswoot",
         "machine": machine(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "daemons": memories,
+        "floor": floor,
         "scenarios": results,
-        "summary": summary,
+        "runs": runs,
+        "targets": targets(results, floor),
+        "wall_seconds": round(time.perf_counter() - started, 1),
     }
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.users, args.messages = min(args.users, 60), min(args.messages, 2)
-        args.replies, args.paced_seconds = min(args.replies, 100), min(args.paced_seconds, 1.5)
-        args.skip_no_reaction = True
+        args.users, args.messages = min(args.users, 50), min(args.messages, 4)
+        args.replies, args.limited_replies = min(args.replies, 200), min(args.limited_replies, 150)
+        args.steady_seconds, args.runs = min(args.steady_seconds, 2.0), 1
     payload = trio.run(main, args)
-    print(table(payload["scenarios"], payload["summary"]))
+    print(table(payload))
     print(json_line(payload))
     return 0
 

@@ -40,10 +40,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-# (scenario key, row label, metric key) - what the table shows, in order.
+# (metric key, row label) - what the table shows, in order.
 TABLE_ROWS: list[tuple[str, str]] = [
     ("messages", "messages"),
-    ("seconds", "wall seconds"),
+    ("offered_rate_per_s", "offered messages/s"),
     ("rate_per_s", "messages/s"),
     ("p50_ms", "latency p50 ms"),
     ("p95_ms", "latency p95 ms"),
@@ -52,24 +52,48 @@ TABLE_ROWS: list[tuple[str, str]] = [
     ("order_kept", "per-user order kept"),
     ("duplicates", "duplicates"),
     ("missing", "missing"),
-    ("conversations_created", "conversations created"),
     ("chatwoot_calls_per_message", "Chatwoot calls/message"),
     ("discord_calls_per_message", "Discord calls/message"),
-    ("webhooks_per_message", "Chatwoot webhooks in/message"),
+    ("webhooks_per_message", "webhooks in/message"),
     ("discord_req_per_s", "Discord req/s"),
     ("global_limit_fraction", "fraction of 50/s limit"),
     ("responses_429", "429 responses"),
     ("bucket_overruns", "bucket overruns seen by fake"),
-    ("drain_seconds", "queues drained after (s)"),
-    ("daemon_cpu_s_per_1000", "daemon CPU s / 1,000 msgs"),
+    ("daemon_cpu_ms_per_message", "daemon CPU ms/message"),
+    ("floor_ms_per_message", "library floor ms/message"),
+    ("overhead_ratio", "daemon CPU / floor"),
     ("daemon_cpu_util", "daemon CPU utilisation"),
-    ("bench_cpu_util", "fakes+driver CPU utilisation"),
     ("bench_cpu_ms_per_message", "fakes+driver CPU ms/message"),
+    ("peak_rss_mb", "daemon peak RSS MB"),
 ]
 
 
-def table(scenarios: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]) -> str:
-    """The scenarios side by side, then the process-wide figures and the target verdicts."""
+def with_floor(results: Mapping[str, Mapping[str, Any]], floor: Mapping[str, float] | None
+               ) -> dict[str, dict[str, Any]]:
+    """Each scenario plus the libraries' floor for the work it did, and the ratio to it.
+
+    The work is what the fakes counted per message: outgoing HTTP calls (httpx) and
+    webhooks received (each on a connection of its own, as Chatwoot sends them).
+    """
+    out = {name: dict(row) for name, row in results.items()}
+    if floor is None:
+        return out
+    for row in out.values():
+        if "daemon_cpu_ms_per_message" not in row:
+            continue
+        calls = row.get("chatwoot_calls_per_message", 0) + row.get("discord_calls_per_message", 0)
+        ms = calls * floor["httpx_ms"] + row.get("webhooks_per_message", 0) * floor[
+            "quart_new_connection_ms"]
+        row["floor_ms_per_message"] = round(ms, 3)
+        if ms > 0:
+            row["overhead_ratio"] = round(row["daemon_cpu_ms_per_message"] / ms, 2)
+    return out
+
+
+def table(payload: Mapping[str, Any]) -> str:
+    """The scenarios side by side (medians of the runs), the floor, the targets."""
+    scenarios = with_floor(payload["scenarios"], payload.get("floor"))
+    process = scenarios.pop("process", {})
     names = list(scenarios)
     label_width = max(len(label) for _, label in TABLE_ROWS) + 2
     widths = [max(12, len(name) + 2) for name in names]
@@ -83,18 +107,75 @@ def table(scenarios: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]
         row += "".join(_cell(c).rjust(w) for c, w in zip(cells, widths, strict=True))
         lines.append(row)
     lines.append("")
-    for key, value in summary.items():
-        if key == "targets":
-            continue
-        lines.append(f"{key}: {_cell(value)}")
-    targets = summary.get("targets") or {}
-    if targets:
-        lines.append("")
-        lines.append("targets (issue 9):")
-        for name, verdict in targets.items():
-            mark = "PASS" if verdict["met"] else "FAIL"
-            lines.append(f"  [{mark}] {name}: {verdict['measured']} (target {verdict['target']})")
+    for key, value in process.items():
+        if not key.endswith("_range"):
+            lines.append(f"{key}: {_cell(value)}")
+    if payload.get("floor"):
+        lines.append("library floor (CPU ms per request): " + ", ".join(
+            f"{k.removesuffix('_ms')} {v:.3f}" for k, v in payload["floor"].items()))
+    runs = len(payload.get("runs") or [])
+    lines.append(f"medians of {runs} run(s); wall {payload.get('wall_seconds')} s")
+    lines.append("")
+    lines.append("targets (issue 13):")
+    for name, verdict in payload["targets"].items():
+        mark = "PASS" if verdict["met"] else "FAIL"
+        lines.append(f"  [{mark}] {name}: {verdict['measured']} (target {verdict['target']})")
     return "\n".join(lines)
+
+
+def _verdict(measured: Any, target: str, met: bool) -> dict[str, Any]:
+    return {"measured": measured, "target": target, "met": bool(met)}
+
+
+def targets(results: Mapping[str, Mapping[str, Any]], floor: Mapping[str, float] | None
+            ) -> dict[str, Any]:
+    """Issue 13's targets, judged on the medians."""
+    burst, echo = results["in_burst"], results["in_burst_echo"]
+    out_burst, limited = results["out_burst"], results["out_limited"]
+    steady_in, steady_out = results["in_steady"], results["out_steady"]
+    process = results["process"]
+
+    def at_most(value: Any, limit: float) -> bool:
+        return value is not None and value <= limit
+
+    verdicts = {
+        "inbound burst DMs/s": _verdict(burst["rate_per_s"], ">= 400", burst["rate_per_s"] >= 400),
+        "inbound burst p99 (ms)": _verdict(burst["p99_ms"], "<= 2500",
+                                           at_most(burst["p99_ms"], 2500)),
+        "daemon CPU ms per DM, burst": _verdict(
+            burst["daemon_cpu_ms_per_message"], "<= 2.0",
+            at_most(burst["daemon_cpu_ms_per_message"], 2.0)),
+        "daemon CPU ms per DM, burst with echo webhooks": _verdict(
+            echo["daemon_cpu_ms_per_message"], "<= 4.0",
+            at_most(echo["daemon_cpu_ms_per_message"], 4.0)),
+        "daemon CPU ms per delivered reply": _verdict(
+            out_burst["daemon_cpu_ms_per_message"], "<= 4.5",
+            at_most(out_burst["daemon_cpu_ms_per_message"], 4.5)),
+        "steady DMs: p99 (ms)": _verdict(steady_in["p99_ms"], "<= 5",
+                                         at_most(steady_in["p99_ms"], 5)),
+        "steady replies: p99 (ms)": _verdict(steady_out["p99_ms"], "<= 5",
+                                             at_most(steady_out["p99_ms"], 5)),
+        "Discord req/s under its limits, 429s": _verdict(
+            f"{limited['discord_req_per_s']} req/s, {limited['responses_429']} x 429",
+            ">= 45 req/s, 0 x 429",
+            limited["discord_req_per_s"] >= 45 and limited["responses_429"] == 0),
+        "Chatwoot calls per DM, steady": _verdict(
+            steady_in["chatwoot_calls_per_message"], "1",
+            at_most(steady_in["chatwoot_calls_per_message"], 1.0)),
+        "peak RSS MB: burst / steady": _verdict(
+            f"{process['burst_peak_rss_mb']} / {process['steady_peak_rss_mb']}", "<= 60 both",
+            process["burst_peak_rss_mb"] <= 60 and process["steady_peak_rss_mb"] <= 60),
+        "exactly once, in order": _verdict(
+            sum(r.get("duplicates", 0) + r.get("missing", 0) for r in results.values()),
+            "0 duplicates + missing, order kept",
+            all(r.get("duplicates", 0) == 0 and r.get("missing", 0) == 0
+                and r.get("order_kept", True) for r in results.values())),
+    }
+    if floor is not None:
+        rows = with_floor(results, floor)
+        verdicts["overhead over the library floor, burst"] = _verdict(
+            rows["in_burst"].get("overhead_ratio"), "reported", True)
+    return verdicts
 
 
 def json_line(payload: Mapping[str, Any]) -> str:

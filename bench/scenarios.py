@@ -104,7 +104,7 @@ class Snapshot:
             discord_requests=len(world.discord_log),
             responses_429=world.discord.responses_429,
             bucket_overruns=world.discord.bucket_violations + world.discord.global_violations,
-            webhooks=len(world.chatwoot.webhook_deliveries),
+            webhooks=len(world.chatwoot.webhook_deliveries) + world.posted_webhooks,
         )
 
 
@@ -125,7 +125,7 @@ def costs(before: Snapshot, after: Snapshot, messages: int) -> dict[str, Any]:
         "responses_429": after.responses_429 - before.responses_429,
         "bucket_overruns": after.bucket_overruns - before.bucket_overruns,
         "daemon_cpu_s": round(daemon_cpu, 3),
-        "daemon_cpu_s_per_1000": round(daemon_cpu / n * 1000, 3),
+        "daemon_cpu_ms_per_message": round(daemon_cpu / n * 1000, 3),
         "daemon_cpu_util": round(daemon_cpu / wall, 3),
         "bench_cpu_util": round(bench_cpu / wall, 3),
         "bench_cpu_ms_per_message": round(bench_cpu / n * 1000, 2),
@@ -240,8 +240,10 @@ async def outbound(
     tag: str,
     enforce_limits: bool,
     receipt_wait: float,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    """``replies`` agent replies (round-robin over ``conversations``) as signed webhooks."""
+    """``replies`` agent replies (round-robin over ``conversations``) as signed webhooks:
+    ``concurrency`` posters as fast as they can, or one every ``1/rate`` seconds."""
     chatwoot, discord = world.chatwoot, world.discord
     lost_from = len(chatwoot.lost_webhooks)
     for index, conversation_id in zip(range(replies), itertools.cycle(conversations)):
@@ -256,11 +258,20 @@ async def outbound(
     outcomes: Counter[str] = Counter()
     pending = iter(bodies)
 
+    async def post(content: str, body: bytes) -> None:
+        sent[content] = time.perf_counter()
+        response = await world.post_webhook(body)
+        outcomes[str(response.json().get("outcome", response.status_code))] += 1
+
     async def poster() -> None:
         for content, body in pending:
-            sent[content] = time.perf_counter()
-            response = await world.post_webhook(body)
-            outcomes[str(response.json().get("outcome", response.status_code))] += 1
+            await post(content, body)
+
+    async def paced(nursery: trio.Nursery, per_second: float) -> None:
+        start = trio.current_time()
+        for index, (content, body) in enumerate(pending):
+            await trio.sleep_until(start + index / per_second)
+            nursery.start_soon(post, content, body)
 
     discord.enforce_limits = enforce_limits
     log: TimedLog[Any] = world.discord_log
@@ -269,8 +280,11 @@ async def outbound(
     first_index = len(log)
     try:
         async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(poster)
+            if rate is not None:
+                nursery.start_soon(paced, nursery, rate)
+            else:
+                for _ in range(concurrency):
+                    nursery.start_soon(poster)
         complete = await receipts.wait_all_within(receipt_wait)
         window_end = len(log)
     finally:
@@ -298,6 +312,7 @@ async def outbound(
         "messages": len(bodies),
         "concurrency": concurrency,
         "enforce_limits": enforce_limits,
+        "offered_rate_per_s": rate,
         "complete": complete,
         "webhook_outcomes": dict(outcomes),
         "seconds": round(seconds, 3),

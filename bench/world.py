@@ -93,6 +93,7 @@ class World:
     chatwoot_log: TimedLog[ChatwootRequest]
     users: list[str]
     stop: StopRecord
+    posted_webhooks: int = 0
 
     @property
     def base_url(self) -> str:
@@ -137,13 +138,16 @@ class World:
         return None
 
     async def post_webhook(self, body: bytes) -> httpx.Response:
-        """POST a Chatwoot webhook body to the daemon, signed as Chatwoot signs it."""
+        """POST a Chatwoot webhook body to the daemon, signed as Chatwoot signs it and, as
+        Chatwoot does, on a connection of its own."""
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
             "X-Chatwoot-Timestamp": str(timestamp),
             "X-Chatwoot-Signature": self.chatwoot.sign(body, timestamp),
+            "Connection": "close",
         }
+        self.posted_webhooks += 1
         return await self.http.post(self.base_url + "/webhook", content=body, headers=headers)
 
 

@@ -200,6 +200,7 @@ class FakeChatwoot:
         self.webhook_urls = list(webhook_urls)
         self.webhook_secret = webhook_secret
         self.latency = latency
+        self.echo_incoming = True  # False: no webhook for incoming messages (benchmarks)
         self.rack_attack_limit = rack_attack_limit  # None: off (Chatwoot's default is 3000)
         self.rack_attack_period = rack_attack_period
         self.throttled: list[float] = []  # when each global 429 was answered (self.clock)
@@ -845,6 +846,8 @@ class FakeChatwoot:
 
     def _emit(self, payload: Json) -> None:
         """Queue a webhook (or lose it inside ``deliver=False`` actions)."""
+        if not self.echo_incoming and payload.get("message_type") == MESSAGE_TYPES[INCOMING]:
+            return
         if not self._deliver:
             self.lost_webhooks.append(payload)
             return
@@ -1235,6 +1238,8 @@ class FakeChatwoot:
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "X-Chatwoot-Delivery": str(uuid.uuid4()),
+                # each delivery is its own Sidekiq job with its own connection
+                "Connection": "close",
             }
             if self.webhook_secret:
                 timestamp = int(self.clock())

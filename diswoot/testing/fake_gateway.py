@@ -47,7 +47,7 @@ _KNOWN_CLIENT_OPS = frozenset({1, 2, 3, 4, 6, 8, 31, 43})
 class _Session:
     session_id: str
     seq: int = 0
-    history: list[tuple[int, str, Any]] = field(default_factory=list)
+    history: list[tuple[int, Any, Any]] = field(default_factory=list)
     valid: bool = True
 
 
@@ -58,7 +58,7 @@ class _Client:
         self.ws = ws
         self.stream = stream
         self.deflater = ZlibStreamDeflater() if compress else None
-        self.outbox_tx, self.outbox_rx = trio.open_memory_channel[dict[str, Any]](
+        self.outbox_tx, self.outbox_rx = trio.open_memory_channel[dict[str, Any] | str](
             float("inf")  # the fake never drops or blocks on what it has to say
         )
         self.session: _Session | None = None
@@ -110,6 +110,8 @@ class FakeGateway:
         self.paths: list[str] = []  # request path + query of every connection
         self.close_codes: list[int] = []
         self.handshakes = 0  # READY or RESUMED sent
+        self.refuse_connections = False  # True: every websocket handshake gets HTTP 503
+        self.refused = 0
         self._handshakes_waited = 0
         self._handshake_event = trio.Event()
         self._sessions: dict[str, _Session] = {}
@@ -168,6 +170,11 @@ class FakeGateway:
         async with stream, trio.open_nursery() as nursery:
             try:
                 request = await wrap_server_stream(nursery, stream, max_message_size=1 << 20)
+                if self.refuse_connections:
+                    self.refused += 1
+                    await request.reject(503, body=b"gateway unavailable")
+                    nursery.cancel_scope.cancel()
+                    return
                 ws = await request.accept()
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 nursery.cancel_scope.cancel()
@@ -181,11 +188,12 @@ class FakeGateway:
 
     # -- test controls -----------------------------------------------------------------------
 
-    def dispatch(self, event: str, data: dict[str, Any]) -> None:
+    def dispatch(self, event: Any, data: Any) -> None:
         """Send a dispatch now, or buffer it for RESUME replay if the client is away.
 
         Before any session exists (or after invalidate_sessions), it is delivered after the next
-        READY instead.
+        READY instead.  ``event`` (the ``t``) and ``data`` (the ``d``) are sent as given, so a
+        test can send malformed dispatches; each takes a sequence number like any other.
         """
         session = self._session
         if session is None or not session.valid:
@@ -196,6 +204,17 @@ class FakeGateway:
         client = self._client
         if client is not None and client.live and client.session is session:
             client.queue(Op.DISPATCH, data, s=session.seq, t=event)
+
+    def send_frame(self, text: str) -> None:
+        """Send one raw text frame to the live client (e.g. one that is not JSON)."""
+        if self._client is None:
+            raise RuntimeError("no client is connected")
+        self._client.outbox_tx.send_nowait(text)
+
+    @property
+    def last_seq(self) -> int | None:
+        """The sequence number of the newest dispatch of the current session."""
+        return None if self._session is None else self._session.seq
 
     def send_op(self, op: int, d: Any) -> None:
         """Send a raw opcode (e.g. 7 reconnect, 9 invalid session, 1 heartbeat request)."""
@@ -274,7 +293,9 @@ class FakeGateway:
 
     async def _writer(self, client: _Client) -> None:
         async for payload in client.outbox_rx:
-            text = json.dumps(payload, separators=(",", ":"))
+            if not isinstance(payload, str):
+                payload = json.dumps(payload, separators=(",", ":"))
+            text = payload
             try:
                 if client.deflater is not None:
                     await client.ws.send_message(client.deflater.compress(text))

@@ -77,12 +77,6 @@ async def _contained(
         _handler_failed(ctx, event, exc)
 
 
-async def _session_tasks(inbound: InboundBridge) -> None:
-    """What a fresh session starts (the backfill), in a nursery of its own."""
-    async with trio.open_nursery() as nursery:
-        inbound.session_started(nursery)
-
-
 async def _route(
     event: GatewayEvent,
     ctx: Context,
@@ -109,7 +103,7 @@ async def _route(
             ctx.bot_user_id = event.user_id
             ctx.application_id = event.application_id or ctx.application_id
             log.info("gateway ready as %s (fresh session)", event.tag)
-            nursery.start_soon(_contained, ctx, event, _session_tasks, inbound)
+            inbound.session_started(nursery)  # the backfill (it never raises)
         case Resumed():
             log.info("gateway session resumed (%d events replayed)", event.replayed)
         case Rejected():

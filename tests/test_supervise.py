@@ -22,6 +22,12 @@ class Flaky:
         self.runs_for = runs_for
         self.starts: list[float] = []
 
+    async def wait_starts(self, count: int) -> None:
+        while True:
+            if len(self.starts) >= count:
+                return
+            await trio.sleep(0.5)
+
     async def __call__(self, stop: trio.Event) -> None:
         self.starts.append(trio.current_time())
         await trio.sleep(self.runs_for)
@@ -37,8 +43,7 @@ async def test_a_crashed_task_restarts_with_growing_capped_backoff(
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervised, "flaky", stop, task, stop)
-            while len(task.starts) < 10:
-                await trio.sleep(1)
+            await task.wait_starts(10)
             stop.set()
     gaps = [b - a for a, b in zip(task.starts, task.starts[1:], strict=False)]
     for attempt, gap in enumerate(gaps, start=1):
@@ -57,11 +62,9 @@ async def test_a_long_run_resets_the_backoff(autojump_clock: trio.testing.MockCl
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervised, "flaky", stop, task, stop)
-            while len(task.starts) < 4:
-                await trio.sleep(1)
+            await task.wait_starts(4)
             task.runs_for = 120.0  # the 4th run lasts long before failing
-            while len(task.starts) < 5:
-                await trio.sleep(1)
+            await task.wait_starts(5)
             stop.set()
     assert task.starts[4] - task.starts[3] - 120.0 <= 1.2  # back to the first delay
 
@@ -73,8 +76,7 @@ async def test_stop_during_the_backoff_returns_at_once(
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervised, "flaky", stop, task, stop)
-            while len(task.starts) < 8:  # the backoff is now ~64 s
-                await trio.sleep(1)
+            await task.wait_starts(8)  # the backoff is now ~64 s
             stopped_at = trio.current_time()
             stop.set()
         assert trio.current_time() - stopped_at < 1
@@ -120,7 +122,9 @@ async def test_readiness_is_reported_once_even_when_the_first_run_fails(
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(supervised, "server", stop, serve, reports_started=True))
             assert len(attempts) == 1  # the daemon starts although the first run failed
-            while len(attempts) < 2:
+            while True:
+                if len(attempts) >= 2:
+                    break
                 await trio.sleep(0.1)
             stop.set()
 

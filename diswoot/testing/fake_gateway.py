@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -110,8 +109,8 @@ class FakeGateway:
         self.paths: list[str] = []  # request path + query of every connection
         self.close_codes: list[int] = []
         self.handshakes = 0  # READY or RESUMED sent
-        self.refuse_connections = False  # True: every websocket handshake gets HTTP 503
-        self.refused = 0
+        self._listen_scope: trio.CancelScope | None = None
+        self._bound: tuple[str, int] | None = None
         self._handshakes_waited = 0
         self._handshake_event = trio.Event()
         self._sessions: dict[str, _Session] = {}
@@ -125,13 +124,36 @@ class FakeGateway:
     async def serve(self, nursery: trio.Nursery, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on a real TCP port; returns (and sets) `url`, e.g. ws://127.0.0.1:54321."""
         self._nursery = nursery
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        await nursery.start(
-            partial(trio.serve_listeners, self.handle_stream, listeners, handler_nursery=nursery)
-        )
+        listeners: list[trio.SocketListener] = await nursery.start(self._listen, host, port)
         bound = listeners[0].socket.getsockname()[1]
+        self._bound = (host, bound)
         self.url = f"ws://{host}:{bound}"
         return self.url
+
+    async def _listen(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self._nursery is not None
+        with trio.CancelScope() as scope:
+            self._listen_scope = scope
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            await trio.serve_listeners(
+                self.handle_stream, listeners, handler_nursery=self._nursery,
+                task_status=task_status,
+            )
+
+    def stop_listening(self) -> None:
+        """Refuse new TCP connections (as a gateway that is down); open ones carry on."""
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+            self._listen_scope = None
+
+    async def listen_again(self) -> None:
+        """Accept connections again, on the same port as before."""
+        if self._nursery is None or self._bound is None:
+            raise RuntimeError("call serve() first")
+        if self._listen_scope is None:
+            await self._nursery.start(self._listen, *self._bound)
 
     def serve_memory(self, nursery: trio.Nursery) -> str:
         """Serve in-process only (see open_memory_websocket); returns a placeholder url."""
@@ -170,11 +192,6 @@ class FakeGateway:
         async with stream, trio.open_nursery() as nursery:
             try:
                 request = await wrap_server_stream(nursery, stream, max_message_size=1 << 20)
-                if self.refuse_connections:
-                    self.refused += 1
-                    await request.reject(503, body=b"gateway unavailable")
-                    nursery.cancel_scope.cancel()
-                    return
                 ws = await request.accept()
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 nursery.cancel_scope.cancel()

@@ -6,10 +6,16 @@ Data flow (each arrow is an explicit argument)::
     Chatwoot -POST /webhook-> webhook.app -COMMIT-> outbound.queue -> Discord REST
     Discord -INTERACTION (gateway or POST /interactions)-> interactions -> Chatwoot / Discord
 
+Every long-lived task but the HTTP server runs under :func:`diswoot.supervise.supervised`: a
+crash is logged and the task restarted with backoff; only fatal configuration errors end the
+daemon (exit 78).  The gateway retries for as long as Discord is unreachable, while webhooks
+are served and stored.
+
 Shutdown (SIGTERM/SIGINT, or :class:`Daemon.stop`): the HTTP server stops accepting, the
 gateway closes with a resumable code and closes its channel, the router drains what the gateway
 had already handed over into SQLite, queues finish their in-flight jobs (pending ones stay
-stored for the next start), then everything returns and the process exits 0.
+stored for the next start), then everything returns and the process exits 0.  A signal during
+start-up ends the start-up at once (exit 0).
 """
 
 from __future__ import annotations

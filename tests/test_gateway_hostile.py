@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -219,3 +220,31 @@ async def test_a_crashing_background_task_is_restarted_and_the_daemon_keeps_runn
                 health = await http.get(world.base_url + "/health")
             assert health.status_code == 200
             assert world.daemon is not None
+
+
+def set_read_only(db: sqlite3.Connection, on: bool) -> None:
+    db.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+async def test_a_failing_handler_is_counted_and_the_router_carries_on(tmp_path: Path) -> None:
+    """The database refuses writes (a full or read-only disk) while a DM comes in."""
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            fake = gateway(world)
+            await fake.wait_ready()
+            world.discord.add_user(UID, "alice")
+            await world.daemon.ctx.store.call(set_read_only, True)
+            lost = world.discord.user_sends(UID, "while the disk is full")
+            while True:
+                if await rejected(world) == {("MESSAGE_CREATE", "handler_error"): 1}:
+                    break
+                await trio.sleep(0.05)
+            await world.daemon.ctx.store.call(set_read_only, False)
+            world.discord.user_sends(UID, "after the disk recovered")
+            await delivered(world, "after the disk recovered")
+            assert fake.connections == 1 and fake.resumes == []
+            beats = len(fake.heartbeats)
+            fake.send_op(1, None)
+            await world.wait_for(lambda: len(fake.heartbeats) > beats)
+            assert fake.heartbeats[-1]["d"] == fake.last_seq  # the failed DM was acknowledged
+            assert lost["content"] not in contents(world)

@@ -88,6 +88,11 @@ class Metrics:
             "diswoot_recovered_total", "Messages recovered by backfill or reconciliation",
             ["source"], registry=r,
         )
+        self.events_rejected = Counter(
+            "diswoot_events_rejected_total",
+            "Gateway events skipped: malformed, undecodable, or failed in their handler",
+            ["type", "reason"], registry=r,
+        )
         self.delivery_latency = Histogram(
             "diswoot_delivery_latency_seconds", "Time from receipt to delivery", ["direction"],
             buckets=_LATENCY_BUCKETS, registry=r,

@@ -6,10 +6,16 @@ Data flow (each arrow is an explicit argument)::
     Chatwoot -POST /webhook-> webhook.app -COMMIT-> outbound.queue -> Discord REST
     Discord -INTERACTION (gateway or POST /interactions)-> interactions -> Chatwoot / Discord
 
+Every long-lived task but the HTTP server runs under :func:`diswoot.supervise.supervised`: a
+crash is logged and the task restarted with backoff; only fatal configuration errors end the
+daemon (exit 78).  The gateway retries for as long as Discord is unreachable, while webhooks
+are served and stored.
+
 Shutdown (SIGTERM/SIGINT, or :class:`Daemon.stop`): the HTTP server stops accepting, the
 gateway closes with a resumable code and closes its channel, the router drains what the gateway
 had already handed over into SQLite, queues finish their in-flight jobs (pending ones stay
-stored for the next start), then everything returns and the process exits 0.
+stored for the next start), then everything returns and the process exits 0.  A signal during
+start-up ends the start-up at once (exit 0).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -47,6 +55,7 @@ from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Store, open_store
 from diswoot.store import queries as q
+from diswoot.supervise import supervised
 from diswoot.webhook.app import create_app
 from diswoot.webhook.server import serve_http
 
@@ -98,9 +107,38 @@ async def run(
     handle_signals: bool = True,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon until SIGTERM/SIGINT (or ``Daemon.stop()``)."""
+    """Run the daemon until SIGTERM/SIGINT (or ``Daemon.stop()``).
+
+    The signal handlers come first: a signal during start-up (the store opening, Chatwoot
+    being probed) cancels the start-up and returns at once; later, it starts the graceful
+    shutdown, and a second signal cuts that short.
+    """
     stop = trio.Event()
-    log.info("diswoot %s starting (database %s)", __version__, cfg.db_path)
+    startup = _Startup(trio.CancelScope())
+    with _signal_receiver(handle_signals) as signals:
+        async with trio.open_nursery() as nursery:
+            if signals is not None:
+                nursery.start_soon(_watch_signals, signals, stop, startup)
+            with startup.scope:
+                log.info("diswoot %s starting (database %s)", __version__, cfg.db_path)
+                await _run(cfg, stop, startup, task_status)
+            if startup.scope.cancelled_caught and not startup.done:
+                log.info("start-up interrupted")
+            nursery.cancel_scope.cancel()
+    log.info("diswoot stopped")
+
+
+@dataclass
+class _Startup:
+    """The daemon's outermost cancel scope; ``done`` once every service runs."""
+
+    scope: trio.CancelScope
+    done: bool = False
+
+
+async def _run(
+    cfg: Config, stop: trio.Event, startup: _Startup, task_status: trio.TaskStatus[Daemon]
+) -> None:
     async with (
         open_store(cfg.db_path) as store,
         http_client(DISCORD_CONNECTIONS) as discord_http,
@@ -108,11 +146,10 @@ async def run(
     ):
         ctx = await _build_context(cfg, store, discord_http, chatwoot_http)
         try:
-            await _run_services(ctx, stop, handle_signals, task_status)
+            await _run_services(ctx, stop, startup, task_status)
         finally:
             with trio.CancelScope(shield=True):
                 await ctx.plugins.aclose()
-    log.info("diswoot stopped")
 
 
 async def _build_context(
@@ -147,7 +184,7 @@ async def _build_context(
 async def _run_services(
     ctx: Context,
     stop: trio.Event,
-    handle_signals: bool,
+    startup: _Startup,
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
     cfg = ctx.cfg
@@ -166,7 +203,7 @@ async def _run_services(
     ctx.metrics.observe(gateway=ctx.gateway, rest=ctx.discord.stats, queues=queues)
 
     await _check_chatwoot_credentials(ctx)
-    session = SessionState(**(await ctx.store.call(q.get_value, SESSION_KEY) or {}))
+    session = await _load_session(ctx)
     settings = GatewaySettings(
         token=cfg.discord_token,
         compress=cfg.discord_gateway_compress,
@@ -174,23 +211,31 @@ async def _run_services(
     )
 
     async with trio.open_nursery() as nursery:
+
+        async def start(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+            """Start a supervised task whose ``fn`` reports started itself."""
+            await nursery.start(partial(supervised, name, stop, fn, *args, reports_started=True))
+
+        def start_soon(name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+            nursery.start_soon(partial(supervised, name, stop, fn, *args), name=name)
+
         for queue in queues:
-            await nursery.start(queue.run, stop)
-        await nursery.start(_until_stopped, stop, ctx.inbox.run)
-        nursery.start_soon(run_chatwoot_probe, ctx, [inbound.queue, *outbound.extra_queues], stop)
-        nursery.start_soon(
-            _supervise_gateway, settings, ctx, events_tx, presence_rx, stop, session
-        )
-        nursery.start_soon(route_events, events_rx, ctx, inbound, interactions)
-        nursery.start_soon(run_presence, ctx, stop)
-        await outbound.start_background(nursery, stop)
-        await inbound.start_background(nursery, stop)
+            await start(f"{queue.name} queue", queue.run, stop)
+        await start("inbox cache", _until_stopped, stop, ctx.inbox.run)
+        start_soon("chatwoot probe", run_chatwoot_probe, ctx, [inbound.queue,
+                   *outbound.extra_queues], stop)
+        nursery.start_soon(_gateway_task, settings, ctx, events_tx, presence_rx, stop, session)
+        nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop)
+        start_soon("presence", run_presence, ctx, stop)
+        await start("outbound background", _background, outbound.start_background, stop)
+        await start("inbound background", _background, inbound.start_background, stop)
         app = create_app(ctx, outbound=outbound, interactions=interactions)
         port = await nursery.start(serve_http, app, cfg, stop)
-        nursery.start_soon(systemd.watchdog_task, stop)
+        start_soon("systemd watchdog", systemd.watchdog_task, stop)
         systemd.ready()
         _report_status(ctx, status)
         log.info("webhook server listening on %s:%d", cfg.webhook_host, port)
+        startup.done = True
         task_status.started(
             Daemon(
                 ctx=ctx,
@@ -201,14 +246,25 @@ async def _run_services(
                 interactions=interactions,
             )
         )
-        if handle_signals:
-            nursery.start_soon(_wait_for_signal, stop)
         await stop.wait()
         log.info("shutting down: finishing in-flight work")
         ctx.health.stopping = True
         systemd.stopping()
         nursery.cancel_scope.deadline = trio.current_time() + GRACE_SECONDS
     await _save_session(ctx, session)
+
+
+async def _background(
+    start: Callable[[trio.Nursery, trio.Event], Awaitable[None]],
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A component's background tasks (``start(nursery, stop)``) in a nursery of their own,
+    so that they are supervised (and restarted) together."""
+    async with trio.open_nursery() as nursery:
+        await start(nursery, stop)
+        task_status.started()
 
 
 async def _until_stopped(
@@ -225,7 +281,7 @@ async def _until_stopped(
         nursery.cancel_scope.cancel()
 
 
-async def _supervise_gateway(
+async def _gateway_task(
     settings: GatewaySettings,
     ctx: Context,
     events_tx: trio.MemorySendChannel[GatewayEvent],
@@ -233,7 +289,24 @@ async def _supervise_gateway(
     stop: trio.Event,
     session: SessionState,
 ) -> None:
-    """Run the gateway; persist the resumable session so a restart can RESUME."""
+    """The supervised gateway; closing ``events_tx`` at the end lets the router drain and end."""
+    async with events_tx:
+        await supervised(
+            "gateway", stop, _run_gateway, settings, ctx, events_tx, presence_rx, stop, session
+        )
+
+
+async def _run_gateway(
+    settings: GatewaySettings,
+    ctx: Context,
+    events_tx: trio.MemorySendChannel[GatewayEvent],
+    presence_rx: trio.MemoryReceiveChannel[Presence],
+    stop: trio.Event,
+    session: SessionState,
+) -> None:
+    """Run the gateway (on its own clone of ``events_tx``, which it closes); persist the
+    resumable session so a restart can RESUME."""
+
     async def fetch_gateway() -> dict[str, Any]:
         try:
             return await ctx.discord.get_gateway_bot()
@@ -249,7 +322,7 @@ async def _supervise_gateway(
         await run_gateway(
             settings,
             fetch_gateway,
-            events_tx,
+            events_tx.clone(),
             presence_rx,
             stop,
             session=session,
@@ -258,6 +331,22 @@ async def _supervise_gateway(
     finally:
         with trio.CancelScope(shield=True):
             await _save_session(ctx, session)
+
+
+async def _router_task(
+    events_rx: trio.MemoryReceiveChannel[GatewayEvent],
+    ctx: Context,
+    inbound: InboundBridge,
+    interactions: InteractionRouter,
+    stop: trio.Event,
+) -> None:
+    """The supervised router: each run reads from its own clone of ``events_rx``."""
+
+    async def route() -> None:
+        await route_events(events_rx.clone(), ctx, inbound, interactions)
+
+    async with events_rx:
+        await supervised("router", stop, route)
 
 
 async def _check_chatwoot_credentials(ctx: Context) -> None:
@@ -289,23 +378,50 @@ async def _save_session(ctx: Context, session: SessionState) -> None:
     await ctx.store.call(q.set_value, SESSION_KEY, value)
 
 
-async def _wait_for_signal(stop: trio.Event) -> None:
-    """SIGTERM/SIGINT start the graceful shutdown.
+@contextmanager
+def _signal_receiver(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
+    """SIGTERM/SIGINT (and the SIGUSR2 test hook) delivered to the trio loop, if ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    hooks = os.environ.get("DISWOOT_TEST_HOOKS") == "1"
+    wanted = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR2] if hooks else [])
+    with trio.open_signal_receiver(*wanted) as signals:
+        yield signals
+
+
+async def _watch_signals(signals: AsyncIterator[int], stop: trio.Event, startup: _Startup) -> None:
+    """SIGTERM/SIGINT start the graceful shutdown (during start-up: end it at once); a second
+    one ends the graceful shutdown at once.
 
     With DISWOOT_TEST_HOOKS=1 (the real-systemd test only), SIGUSR2 blocks the trio loop for
     60 s so the test can watch the systemd watchdog restart a hung daemon.
     """
-    hooks = os.environ.get("DISWOOT_TEST_HOOKS") == "1"
-    wanted = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGUSR2] if hooks else [])
-    with trio.open_signal_receiver(*wanted) as signals:
-        async for signum in signals:
-            if signum == signal.SIGUSR2:
-                log.warning("test hook: blocking the event loop for 60 s")
-                time.sleep(60)  # noqa: ASYNC251 - deliberately blocking, test hook
-                continue
-            log.info("received %s", signal.Signals(signum).name)
-            stop.set()
-            return
+    async for signum in signals:
+        if signum == signal.SIGUSR2:
+            log.warning("test hook: blocking the event loop for 60 s")
+            time.sleep(60)  # noqa: ASYNC251 - deliberately blocking, test hook
+            continue
+        log.info("received %s", signal.Signals(signum).name)
+        if stop.is_set() or not startup.done:
+            startup.scope.cancel()
+        stop.set()
+
+
+async def _load_session(ctx: Context) -> SessionState:
+    """The session saved by the previous run (anything unusable in it is ignored)."""
+    saved = await ctx.store.call(q.get_value, SESSION_KEY)
+    saved = saved if isinstance(saved, dict) else {}
+    session_id, seq = saved.get("session_id"), saved.get("seq")
+    resume_url, user_id = saved.get("resume_url"), saved.get("user_id")
+    if not (isinstance(session_id, str) and isinstance(seq, int)):
+        session_id, seq = None, None
+    return SessionState(
+        session_id=session_id,
+        seq=seq,
+        resume_url=resume_url if isinstance(resume_url, str) else None,
+        user_id=user_id if isinstance(user_id, str) else None,
+    )
 
 
 def _queue_depths(ctx: Context, queues: list[Any]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ import trio
 import trio.testing
 from trio_websocket import HandshakeError, WebSocketConnection
 
+from diswoot.errors import FatalConfigurationError
 from diswoot.gateway.events import (
     GatewayEvent,
     GatewayStatus,
@@ -184,12 +185,12 @@ async def test_identify_ready_and_events(
         tcp_fake.dispatch("MESSAGE_CREATE", dm("4"))
         tcp_fake.dispatch("TYPING_START", {"channel_id": "12", "user_id": "7", "timestamp": 99})
         tcp_fake.dispatch("MESSAGE_DELETE", {"id": "4", "channel_id": "12"})
-        tcp_fake.dispatch("INTERACTION_CREATE", {"id": "50", "type": 3})
+        tcp_fake.dispatch("INTERACTION_CREATE", {"id": "50", "type": 3, "token": "t"})
         created = await h.next_event()
         assert isinstance(created, MessageCreate) and created.id == "4"
         assert await h.next_event() == TypingStart("12", "7", 99)
         assert await h.next_event() == MessageDelete("4", "12")
-        assert await h.next_event() == InteractionCreate({"id": "50", "type": 3})
+        assert await h.next_event() == InteractionCreate({"id": "50", "type": 3, "token": "t"})
         await h.finish()
         assert h.session.seq == 9  # READY + 8 dispatches, ignored ones included
 
@@ -554,3 +555,44 @@ async def test_stop_during_backoff_returns(
         assert h.status.state == "disconnected"
         await h.finish()
         assert h.status.state == "stopped"
+
+
+async def test_gateway_url_failures_are_retried_for_as_long_as_it_takes(
+    nursery: trio.Nursery, memory_fake: FakeGateway, autojump_clock: trio.testing.MockClock
+) -> None:
+    """GET /gateway/bot failing (or answering without a url) for 20 minutes: no give-up."""
+    fetched_at: list[float] = []
+
+    def fetch(h: Harness) -> dict[str, Any]:
+        fetched_at.append(trio.current_time())
+        if trio.current_time() < 1200:
+            if len(fetched_at) % 2:
+                raise OSError("Discord is unreachable")
+            return {"shards": 1}  # an answer without a url
+        return {"url": memory_fake.url, "session_start_limit": {"remaining": 5}}
+
+    with trio.fail_after(3600):
+        h = start_gateway(nursery, memory_fake, memory=True, fetch=fetch)
+        await trio.sleep(600)
+        assert h.status.state == "disconnected" and memory_fake.connections == 0
+        assert isinstance(await h.next_event(), Ready)
+        gaps = [b - a for a, b in itertools.pairwise(fetched_at)]
+        assert max(gaps) <= 60  # jittered exponential backoff, capped at 60 s
+        assert gaps[:3] == sorted(gaps[:3])
+        assert h.done.is_set() is False
+        await h.finish()
+
+
+async def test_a_rejected_token_on_gateway_bot_is_fatal(
+    nursery: trio.Nursery, memory_fake: FakeGateway, autojump_clock: trio.testing.MockClock
+) -> None:
+    def fetch(h: Harness) -> dict[str, Any]:
+        raise FatalConfigurationError("the Discord token was rejected (401)")
+
+    with trio.fail_after(60):
+        h = start_gateway(nursery, memory_fake, memory=True, fetch=fetch)
+        await h.done.wait()
+        assert h.result is not None
+        with pytest.raises(FatalConfigurationError):
+            h.result.unwrap()
+        assert h.fetches == 1 and memory_fake.connections == 0

@@ -212,7 +212,8 @@ def message(**extra: Any) -> dict[str, Any]:
         (message(channel_type=1, author={"id": "31", "bot": True}), False),
         (message(channel_type=1, webhook_id="77"), False),
         (message(channel_type=1, author={"id": OWN_ID}), False),
-        ({"id": "10", "channel_id": "20", "channel_type": 1}, False),  # no author
+        (message(channel_type=1, type=7), False),  # a system message (member join)
+        (message(channel_type=1, type=19, referenced_message=None), True),  # reply, deleted orig
     ],
 )
 def test_message_filtering(data: dict[str, Any], delivered: bool) -> None:
@@ -242,11 +243,12 @@ def test_other_dispatches() -> None:
     assert parse_dispatch("TYPING_START", typing, OWN_ID) == TypingStart("2", "9", 1700000000)
     assert parse_dispatch("TYPING_START", {**typing, "guild_id": "3"}, OWN_ID) is None
     assert parse_dispatch("TYPING_START", {**typing, "user_id": OWN_ID}, OWN_ID) is None
-    assert parse_dispatch("INTERACTION_CREATE", {"id": "5"}, OWN_ID) == InteractionCreate(
-        {"id": "5"}
+    interaction = {"id": "5", "type": 2, "token": "tok"}
+    assert parse_dispatch("INTERACTION_CREATE", interaction, OWN_ID) == InteractionCreate(
+        interaction
     )
     assert parse_dispatch("GUILD_CREATE", {"id": "5"}, OWN_ID) is None
-    assert parse_dispatch("MESSAGE_CREATE", None, OWN_ID) is None
+    assert parse_dispatch("GUILD_CREATE", None, OWN_ID) is None
 
 
 @pytest.mark.parametrize(("discriminator", "tag"), [("0", "diswoot"), ("1234", "diswoot#1234")])

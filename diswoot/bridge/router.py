@@ -3,13 +3,17 @@
 The gateway never calls bridge code; it only sends typed events.  This task receives them in
 order and makes each durable (inbound DMs are stored before anything else) or starts its
 handler.  Interactions run concurrently in the router's own nursery (each must be answered
-within Discord's 3 seconds, whatever else is going on).  When the gateway closes the channel
-on shutdown, the router drains what is left and returns.
+within Discord's 3 seconds, whatever else is going on).  An event that was rejected by the
+gateway's parser, or whose handling fails, is logged once (type, id, reason; never content),
+counted in ``diswoot_events_rejected_total`` and skipped: no event can end the router.  When
+the gateway closes the channel on shutdown, the router drains what is left and returns.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -17,17 +21,93 @@ from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.interactions import InteractionRouter
 from diswoot.context import Context
 from diswoot.gateway.events import (
+    REJECT_HANDLER_ERROR,
     GatewayEvent,
     InteractionCreate,
     MessageCreate,
     MessageDelete,
     MessageUpdate,
     Ready,
+    Rejected,
     Resumed,
     TypingStart,
 )
+from diswoot.supervise import describe_error
 
 log = logging.getLogger("diswoot.router")
+
+_EVENT_TYPES: dict[type[Any], str] = {
+    Ready: "READY",
+    Resumed: "RESUMED",
+    MessageCreate: "MESSAGE_CREATE",
+    MessageUpdate: "MESSAGE_UPDATE",
+    MessageDelete: "MESSAGE_DELETE",
+    TypingStart: "TYPING_START",
+    InteractionCreate: "INTERACTION_CREATE",
+}
+
+
+def reject(ctx: Context, rejected: Rejected) -> None:
+    """Log (once, at warning level) and count an event that is skipped."""
+    log.warning(
+        "skipped gateway event %s%s: %s (%s)",
+        rejected.type,
+        f" {rejected.id}" if rejected.id else "",
+        rejected.reason,
+        rejected.detail,
+    )
+    ctx.metrics.events_rejected.labels(type=rejected.type, reason=rejected.reason).inc()
+
+
+def _handler_failed(ctx: Context, event: GatewayEvent, exc: Exception) -> None:
+    event_id = getattr(event, "id", None)
+    if isinstance(event, InteractionCreate):
+        event_id = event.data["id"]
+    kind = _EVENT_TYPES.get(type(event), "other")
+    reject(ctx, Rejected(kind, event_id, REJECT_HANDLER_ERROR, describe_error(exc)))
+
+
+async def _contained(
+    ctx: Context, event: GatewayEvent, fn: Callable[..., Awaitable[Any]], *args: Any
+) -> None:
+    """Run a handler in the router's nursery; its failure is the event's, not the router's."""
+    try:
+        await fn(*args)
+    except Exception as exc:
+        _handler_failed(ctx, event, exc)
+
+
+async def _route(
+    event: GatewayEvent,
+    ctx: Context,
+    inbound: InboundBridge,
+    interactions: InteractionRouter,
+    nursery: trio.Nursery,
+) -> None:
+    match event:
+        case MessageCreate():
+            # `!status`, `!close ...` are answered, never forwarded to Chatwoot
+            if interactions.is_text_command(event):
+                nursery.start_soon(_contained, ctx, event, interactions.handle_text_command, event)
+            else:
+                await inbound.accept_message(event)
+        case MessageUpdate():
+            await inbound.accept_edit(event)
+        case MessageDelete():
+            await inbound.accept_delete(event)
+        case TypingStart():
+            inbound.user_typing(event)
+        case InteractionCreate():
+            nursery.start_soon(_contained, ctx, event, interactions.handle_gateway, event.data)
+        case Ready():
+            ctx.bot_user_id = event.user_id
+            ctx.application_id = event.application_id or ctx.application_id
+            log.info("gateway ready as %s (fresh session)", event.tag)
+            inbound.session_started(nursery)  # the backfill (it never raises)
+        case Resumed():
+            log.info("gateway session resumed (%d events replayed)", event.replayed)
+        case Rejected():
+            reject(ctx, event)
 
 
 async def route_events(
@@ -36,27 +116,10 @@ async def route_events(
     inbound: InboundBridge,
     interactions: InteractionRouter,
 ) -> None:
+    """Route every event until the gateway closes the channel (see the module docstring)."""
     async with events_rx, trio.open_nursery() as nursery:
         async for event in events_rx:
-            match event:
-                case MessageCreate():
-                    # `!status`, `!close ...` are answered, never forwarded to Chatwoot
-                    if interactions.is_text_command(event):
-                        nursery.start_soon(interactions.handle_text_command, event)
-                    else:
-                        await inbound.accept_message(event)
-                case MessageUpdate():
-                    await inbound.accept_edit(event)
-                case MessageDelete():
-                    await inbound.accept_delete(event)
-                case TypingStart():
-                    inbound.user_typing(event)
-                case InteractionCreate():
-                    nursery.start_soon(interactions.handle_gateway, event.data)
-                case Ready():
-                    ctx.bot_user_id = event.user_id
-                    ctx.application_id = event.application_id or ctx.application_id
-                    log.info("gateway ready as %s (fresh session)", event.tag)
-                    inbound.session_started(nursery)
-                case Resumed():
-                    log.info("gateway session resumed (%d events replayed)", event.replayed)
+            try:
+                await _route(event, ctx, inbound, interactions, nursery)
+            except Exception as exc:  # trio.Cancelled is a BaseException: it propagates
+                _handler_failed(ctx, event, exc)

@@ -15,17 +15,13 @@ import outcome
 import trio
 from trio_websocket import HandshakeError, WebSocketConnection
 
-from diswoot.errors import FatalError
+from diswoot.errors import FatalConfigurationError, FatalError
 
-from .connection import (
-    ConnectionEnd,
-    Credentials,
-    GatewayConnection,
-    PresenceBox,
-    open_gateway_websocket,
-)
+from .connection import GatewayConnection, PresenceBox, open_gateway_websocket
 from .events import GatewayEvent, GatewayStatus, Presence, SessionState
 from .protocol import FATAL_CLOSE_MESSAGES, NextAction, connect_url
+from .session import ConnectionEnd, Credentials
+from .shapes import is_int
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +31,7 @@ ABORT_CLOSE_TIMEOUT = 0.2
 IDENTIFY_SPACING = 5.0  # seconds between identifies, whatever max_concurrency says
 STABLE_SESSION = 30.0  # a session this old resets the backoff
 DEFAULT_INTENTS = 1 << 12 | 1 << 14  # DIRECT_MESSAGES | DIRECT_MESSAGE_TYPING
+MAX_RESET_MS = 86_400_000  # the session start budget resets within a day
 
 WebSocketOpener = Callable[[str, int], AbstractAsyncContextManager[WebSocketConnection]]
 """(url, max_message_size) -> async context manager yielding an open websocket."""
@@ -90,11 +87,13 @@ class IdentifyGate:
 
     def update(self, limit: Any) -> None:
         """Take `session_start_limit` from a /gateway/bot answer."""
-        if not isinstance(limit, dict) or "remaining" not in limit:
+        if not isinstance(limit, dict) or not is_int(limit.get("remaining")):
             return
-        self.remaining = int(limit["remaining"])
-        reset_after = max(float(limit.get("reset_after", 0)) / 1000, self.spacing)
-        self.reset_at = trio.current_time() + reset_after
+        reset_ms = limit.get("reset_after", 0)
+        if not isinstance(reset_ms, int | float) or not 0 <= reset_ms <= MAX_RESET_MS:
+            reset_ms = MAX_RESET_MS  # junk: assume the longest documented wait (24 h)
+        self.remaining = limit["remaining"]
+        self.reset_at = trio.current_time() + max(reset_ms / 1000, self.spacing)
         self._status.identify_remaining = self.remaining
 
     @property
@@ -178,16 +177,21 @@ class _Runner:
         return self._backoff.next()
 
     async def _refresh_gateway(self) -> None:
-        """GET /gateway/bot; on failure keep the last good url (first failure propagates)."""
+        """GET /gateway/bot; on failure keep the last good url (with none yet, it propagates)."""
         try:
             data = await self._fetch()
+            url = data.get("url") if isinstance(data, dict) else None
+            if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
+                raise ValueError("GET /gateway/bot answered without a ws(s) url")
+        except FatalConfigurationError:
+            raise
         except Exception:
             if self._last_url is None:
                 raise
             log.warning("GET /gateway/bot failed; reusing the last gateway url", exc_info=True)
             self._url = self._last_url
             return
-        self._url = self._last_url = str(data["url"])
+        self._url = self._last_url = url
         self._gate.update(data.get("session_start_limit"))
 
     async def _wait_identify_turn(self) -> bool:
@@ -213,9 +217,15 @@ class _Runner:
     async def _attempt(self) -> ConnectionEnd | None:
         """One connection; None when it could not be established."""
         resuming = self._session.resumable
-        base = await self._base_url(resuming)
-        if not resuming and not await self._wait_identify_turn():
-            return ConnectionEnd(None, "stop requested")
+        try:
+            base = await self._base_url(resuming)
+            if not resuming and not await self._wait_identify_turn():
+                return ConnectionEnd(None, "stop requested")
+        except FatalConfigurationError:
+            raise
+        except Exception as exc:  # Discord unreachable: retried with backoff, however long
+            log.warning("cannot get the gateway url: %s", exc)
+            return None
         using_resume_url = base == self._session.resume_url
         self._status.set_state("connecting")
         end: ConnectionEnd | None = None

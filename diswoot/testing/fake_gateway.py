@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,7 +46,7 @@ _KNOWN_CLIENT_OPS = frozenset({1, 2, 3, 4, 6, 8, 31, 43})
 class _Session:
     session_id: str
     seq: int = 0
-    history: list[tuple[int, str, Any]] = field(default_factory=list)
+    history: list[tuple[int, Any, Any]] = field(default_factory=list)
     valid: bool = True
 
 
@@ -58,7 +57,7 @@ class _Client:
         self.ws = ws
         self.stream = stream
         self.deflater = ZlibStreamDeflater() if compress else None
-        self.outbox_tx, self.outbox_rx = trio.open_memory_channel[dict[str, Any]](
+        self.outbox_tx, self.outbox_rx = trio.open_memory_channel[dict[str, Any] | str](
             float("inf")  # the fake never drops or blocks on what it has to say
         )
         self.session: _Session | None = None
@@ -110,6 +109,8 @@ class FakeGateway:
         self.paths: list[str] = []  # request path + query of every connection
         self.close_codes: list[int] = []
         self.handshakes = 0  # READY or RESUMED sent
+        self._listen_scope: trio.CancelScope | None = None
+        self._bound: tuple[str, int] | None = None
         self._handshakes_waited = 0
         self._handshake_event = trio.Event()
         self._sessions: dict[str, _Session] = {}
@@ -123,13 +124,36 @@ class FakeGateway:
     async def serve(self, nursery: trio.Nursery, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on a real TCP port; returns (and sets) `url`, e.g. ws://127.0.0.1:54321."""
         self._nursery = nursery
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        await nursery.start(
-            partial(trio.serve_listeners, self.handle_stream, listeners, handler_nursery=nursery)
-        )
+        listeners: list[trio.SocketListener] = await nursery.start(self._listen, host, port)
         bound = listeners[0].socket.getsockname()[1]
+        self._bound = (host, bound)
         self.url = f"ws://{host}:{bound}"
         return self.url
+
+    async def _listen(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self._nursery is not None
+        with trio.CancelScope() as scope:
+            self._listen_scope = scope
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            await trio.serve_listeners(
+                self.handle_stream, listeners, handler_nursery=self._nursery,
+                task_status=task_status,
+            )
+
+    def stop_listening(self) -> None:
+        """Refuse new TCP connections (as a gateway that is down); open ones carry on."""
+        if self._listen_scope is not None:
+            self._listen_scope.cancel()
+            self._listen_scope = None
+
+    async def listen_again(self) -> None:
+        """Accept connections again, on the same port as before."""
+        if self._nursery is None or self._bound is None:
+            raise RuntimeError("call serve() first")
+        if self._listen_scope is None:
+            await self._nursery.start(self._listen, *self._bound)
 
     def serve_memory(self, nursery: trio.Nursery) -> str:
         """Serve in-process only (see open_memory_websocket); returns a placeholder url."""
@@ -181,11 +205,12 @@ class FakeGateway:
 
     # -- test controls -----------------------------------------------------------------------
 
-    def dispatch(self, event: str, data: dict[str, Any]) -> None:
+    def dispatch(self, event: Any, data: Any) -> None:
         """Send a dispatch now, or buffer it for RESUME replay if the client is away.
 
         Before any session exists (or after invalidate_sessions), it is delivered after the next
-        READY instead.
+        READY instead.  ``event`` (the ``t``) and ``data`` (the ``d``) are sent as given, so a
+        test can send malformed dispatches; each takes a sequence number like any other.
         """
         session = self._session
         if session is None or not session.valid:
@@ -196,6 +221,17 @@ class FakeGateway:
         client = self._client
         if client is not None and client.live and client.session is session:
             client.queue(Op.DISPATCH, data, s=session.seq, t=event)
+
+    def send_frame(self, text: str) -> None:
+        """Send one raw text frame to the live client (e.g. one that is not JSON)."""
+        if self._client is None:
+            raise RuntimeError("no client is connected")
+        self._client.outbox_tx.send_nowait(text)
+
+    @property
+    def last_seq(self) -> int | None:
+        """The sequence number of the newest dispatch of the current session."""
+        return None if self._session is None else self._session.seq
 
     def send_op(self, op: int, d: Any) -> None:
         """Send a raw opcode (e.g. 7 reconnect, 9 invalid session, 1 heartbeat request)."""
@@ -274,7 +310,9 @@ class FakeGateway:
 
     async def _writer(self, client: _Client) -> None:
         async for payload in client.outbox_rx:
-            text = json.dumps(payload, separators=(",", ":"))
+            if not isinstance(payload, str):
+                payload = json.dumps(payload, separators=(",", ":"))
+            text = payload
             try:
                 if client.deflater is not None:
                     await client.ws.send_message(client.deflater.compress(text))

@@ -113,3 +113,7 @@ def test_assignments_carry_their_line() -> None:
     scan = scan_env_file("# c\n\nA=1\nB='x\ny'\nC=3")
     assert [(a.line, a.key) for a in scan.assignments] == [(3, "A"), (4, "B"), (6, "C")]
 
+
+def test_env_example_has_no_ignored_lines() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    assert lint_env_file(example.read_text(encoding="utf-8")) == []

@@ -25,7 +25,7 @@ from diswoot.config_values import (
     COMMENT_FIX,
     MODAL_LABEL_MAX,
 )
-from diswoot.envfile import lint_env_file
+from diswoot.envfile import EnvFileError, lint_env_file
 from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
 
@@ -182,7 +182,10 @@ def environment_notes(env: Mapping[str, str], env_file: Path | None) -> list[Not
     notes: list[Note] = []
     if env_file is not None and env_file.is_file():
         text = env_file.read_bytes().decode("utf-8", errors="replace")
-        notes += [(f"{env_file}: {note}", "") for note in lint_env_file(text)]
+        try:
+            notes += [(f"{env_file}: {note}", "") for note in lint_env_file(text)]
+        except EnvFileError:
+            pass  # unreadable as a whole: the configuration error says why
     notes += [
         (f"{name} looks like a pasted comment (it starts with # or holds ' # ')", COMMENT_FIX)
         for name in comment_like_variables(env)

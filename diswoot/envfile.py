@@ -22,7 +22,8 @@ _VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # env_name_is_valid(): bash
 
 
 class EnvFileError(ValueError):
-    """The file cannot be used at all (systemd refuses it too): invalid UTF-8 in an assignment."""
+    """The file cannot be used at all, and systemd refuses it too: a NUL byte, or invalid UTF-8
+    in an assignment."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,12 @@ class EnvFileScan:
 
 
 def scan_env_file(text: str) -> EnvFileScan:
-    """Run systemd's state machine over ``text`` (a NUL ends the file, as in C)."""
-    text = text.split("\0", 1)[0]
+    """Run systemd's state machine over ``text``; :class:`EnvFileError` for a NUL byte."""
+    if "\0" in text:
+        # read_full_stream_full() refuses embedded NULs (-EBADMSG) when, as here, the caller
+        # relies on the terminating one: the unit fails with "Failed to load environment files"
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise EnvFileError(f"line {line}: a NUL byte (the file is not text)")
     scan = EnvFileScan()
     state = "pre_key"
     key: list[str] = []
@@ -158,12 +163,16 @@ def parse_dotenv(text: str) -> dict[str, str]:
 def read_env_file(path: Path) -> dict[str, str]:
     """:func:`parse_dotenv` of a file; :class:`EnvFileError` where systemd would refuse it."""
     text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    for a in scan_env_file(text).assignments:
+    try:
+        scan = scan_env_file(text)
+    except EnvFileError as exc:
+        raise EnvFileError(f"{path}: {exc}") from None
+    for a in scan.assignments:
         if _has_invalid_utf8(a.key) or _has_invalid_utf8(a.value):
             # systemd's check_utf8ness_and_warn() fails the whole file ("Failed to load
             # environment files"), so the unit would not start either
             raise EnvFileError(f"{path}: line {a.line}: invalid UTF-8 (save the file as UTF-8)")
-    return parse_dotenv(text)
+    return {a.key: a.value for a in scan.assignments if a.valid}
 
 
 def lint_env_file(text: str) -> list[str]:

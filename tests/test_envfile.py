@@ -70,7 +70,6 @@ def test_the_tricky_file_reads_as_systemd_reads_it() -> None:
         ('A="x\\\ny"\n', {"A": "xy"}),  # continuation inside double quotes
         ("A='x\\\ny'\n", {"A": "x\\\ny"}),  # single quotes keep everything
         ('A="\\$HOME ${X}"\n', {"A": "$HOME ${X}"}),  # no expansion
-        ("A=x\0B=y\n", {"A": "x"}),  # a NUL ends the file, as in C
         ("A=x\\\r\nB=y\n", {"A": "x", "B": "y"}),  # \r\n: the escape eats \r, \n ends it
         ("# comment \\\nA=1\n", {"A": "1"}),  # v254+: the backslash does not continue it
         ("A", {}),
@@ -79,6 +78,15 @@ def test_the_tricky_file_reads_as_systemd_reads_it() -> None:
 )
 def test_systemd_rules(text: str, expected: dict[str, str]) -> None:
     assert parse_dotenv(text) == expected
+
+
+def test_a_nul_byte_refuses_the_file(tmp_path: Path) -> None:
+    with pytest.raises(EnvFileError, match="line 2: a NUL byte"):
+        parse_dotenv("A=1\nB=x\0y\n")
+    path = tmp_path / "nul.env"
+    path.write_bytes(b"A=1\n\0")
+    with pytest.raises(EnvFileError, match=r"nul\.env: line 2: a NUL byte"):
+        read_env_file(path)
 
 
 def test_invalid_utf8_in_an_assignment_refuses_the_file(tmp_path: Path) -> None:

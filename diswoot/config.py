@@ -184,8 +184,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "COLOR_INFO": v.parse_colour,
     # the presence is recomputed locally (and on every inbox change): 1 s .. 1 day
     "PRESENCE_POLL_INTERVAL_MS": v.int_parser(1000, 86_400_000),
-    "PRESENCE_ONLINE_TEXT": v.text_parser(v.PRESENCE_TEXT_MAX, "Discord's custom status"),
-    "PRESENCE_OFFLINE_TEXT": v.text_parser(v.PRESENCE_TEXT_MAX, "Discord's custom status"),
+    # trimmed: gateway.events.Presence counts the bytes of exactly what is sent
+    "PRESENCE_ONLINE_TEXT": v.text_parser(
+        v.PRESENCE_TEXT_MAX, "Discord's custom status", strip=True
+    ),
+    "PRESENCE_OFFLINE_TEXT": v.text_parser(
+        v.PRESENCE_TEXT_MAX, "Discord's custom status", strip=True
+    ),
     "CONFIRM_EMOJI": v.parse_emoji,
     "RESOLVED_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
     "REOPENED_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),

@@ -115,14 +115,17 @@ def url_parser(required: bool) -> Callable[[str], str]:
     return parse
 
 
-def text_parser(limit: int, where: str) -> Callable[[str], str]:
-    """Free text Discord shows in ``where``; counted after trimming, as Discord counts."""
+def text_parser(limit: int, where: str, *, strip: bool = False) -> Callable[[str], str]:
+    """Free text Discord shows in ``where``; counted after trimming, as Discord counts.
+
+    With ``strip`` the trimmed text is kept, so nothing beyond the limit reaches Discord.
+    """
 
     def parse(raw: str) -> str:
         length = len(raw.strip())
         if length > limit:
             raise ValueError(f"{where} takes at most {limit} characters, this has {length}")
-        return raw
+        return raw.strip() if strip else raw
 
     return parse
 

@@ -153,7 +153,7 @@ def test_dotenv_is_read_like_systemd_and_the_environment_wins(tmp_path: Path) ->
         'GREETING_MESSAGE="Hello # not a comment"',
         "WEBHOOK_PORT=4000",
         "export LOG_LEVEL=debug",  # not a valid name for systemd: ignored
-        "PRESENCE_ONLINE_TEXT='  spaces kept  '",
+        "CSAT_QUESTION='  spaces kept  '",
     ]
     dotenv.write_text("\n".join(lines), encoding="utf-8")
     cfg = load_config({"WEBHOOK_PORT": "5000"}, dotenv=dotenv)
@@ -161,7 +161,7 @@ def test_dotenv_is_read_like_systemd_and_the_environment_wins(tmp_path: Path) ->
     assert cfg.greeting_message == "Hello # not a comment"
     assert cfg.webhook_port == 5000  # real environment wins
     assert cfg.log_level == "INFO"
-    assert cfg.presence_online_text == "  spaces kept  "
+    assert cfg.csat_question == "  spaces kept  "
 
 
 def test_a_pasted_comment_is_named_without_its_value() -> None:
@@ -224,7 +224,7 @@ def test_overlong_presence_text_exits_78_naming_it(tmp_path: Path) -> None:
 
 def test_the_presence_limit_keeps_presence_from_raising() -> None:
     longest = "\U0001d11e" * PRESENCE_TEXT_MAX  # 4 UTF-8 bytes each: the worst case
-    cfg = load_config({**VALID, "PRESENCE_OFFLINE_TEXT": longest}, dotenv=None)
+    cfg = load_config({**VALID, "PRESENCE_OFFLINE_TEXT": f"  {longest}\t "}, dotenv=None)
     assert Presence(status="idle", text=cfg.presence_offline_text).text == longest
 
 

@@ -162,9 +162,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "DISCORD_TOKEN": v.parse_token,
     "DISCORD_CLIENT_ID": v.parse_snowflake,
     "CHATWOOT_BASE_URL": v.url_parser(required=True),
-    "CHATWOOT_ACCOUNT_ID": v.int_parser(1, 2**63 - 1),
+    "CHATWOOT_ACCOUNT_ID": v.int_parser(1),
     "CHATWOOT_API_TOKEN": v.parse_secret,
-    "CHATWOOT_INBOX_ID": v.int_parser(1, 2**63 - 1),
+    "CHATWOOT_INBOX_ID": v.int_parser(1),
     "DISCORD_API_BASE_URL": v.url_parser(required=True),
     "DISCORD_PUBLIC_KEY": v.parse_public_key,
     "DISCORD_GATEWAY_COMPRESS": v.parse_bool,
@@ -215,7 +215,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "BACKFILL_HOURS": v.int_parser(1, 720, zero_disables=True),
     # each sweep lists conversations from Chatwoot: not more often than every 10 s
     "RECONCILE_INTERVAL_SECONDS": v.int_parser(10, 86_400, zero_disables=True),
-    # Discord lets no user send a file over 500 MB (Nitro); a larger cap is a typo
+    # a sanity bound: Discord's largest upload tier (Nitro) is 500 MB, so a larger cap is a typo
     "ATTACHMENT_MAX_MB": v.int_parser(1, 500),
     "DISCORD_UPLOAD_LIMIT_MB": v.int_parser(1, v.DISCORD_UPLOAD_MAX_MB),
 }

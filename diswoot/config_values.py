@@ -64,10 +64,13 @@ def parse_bool(raw: str) -> bool:
 
 
 def int_parser(
-    minimum: int, maximum: int, *, zero_disables: bool = False
+    minimum: int, maximum: int | None = None, *, zero_disables: bool = False
 ) -> Callable[[str], int]:
     """Whole numbers from ``minimum`` to ``maximum`` (and 0 when ``zero_disables``)."""
-    expected = f"a whole number from {minimum} to {maximum}"
+    if maximum is None:
+        expected = f"a whole number of at least {minimum}"
+    else:
+        expected = f"a whole number from {minimum} to {maximum}"
     if zero_disables:
         expected = f"0 (disabled) or {expected}"
 
@@ -76,7 +79,8 @@ def int_parser(
             value = int(raw.strip())
         except ValueError:
             raise ValueError(f"expected {expected}") from None
-        if not (minimum <= value <= maximum or (zero_disables and value == 0)):
+        in_range = value >= minimum and (maximum is None or value <= maximum)
+        if not (in_range or (zero_disables and value == 0)):
             raise ValueError(f"expected {expected}")
         return value
 

@@ -1,14 +1,16 @@
 """``diswoot check``: validate the configuration and probe everything with the real credentials.
 
 Prints one line per check (``ok`` / ``warn`` / ``FAIL``) and, for each problem, what to do about
-it.  Exit status 0 only when nothing failed (warnings are allowed).
+it; warnings also cover how the configuration is written (ignored lines of the env file, values
+that look like a pasted comment). Exit status 0 only when nothing failed (warnings are allowed).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -17,11 +19,18 @@ import trio
 from diswoot.chatwoot.client import ChatwootClient
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.chatwoot.hours import WorkingHours
-from diswoot.config import Config
+from diswoot.config import Config, comment_like_variables, webhook_auth_problem
+from diswoot.config_values import (
+    CHATWOOT_DEFAULT_UPLOAD_MB,
+    COMMENT_FIX,
+    MODAL_LABEL_MAX,
+)
+from diswoot.envfile import EnvFileError, lint_env_file
 from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
 
 PRIVILEGED_NOTE = "no privileged intent is needed: DMs to the bot carry their content"
+Note = tuple[str, str]  # (what, fix): a warning about the configuration's text
 
 
 @dataclass
@@ -52,9 +61,13 @@ class Report:
         print(f"\n{verdict}: {failed} failed, {warned} warning(s)", file=out)
 
 
-async def run_checks(cfg: Config, http: httpx.AsyncClient) -> Report:
+async def run_checks(
+    cfg: Config, http: httpx.AsyncClient, notes: Sequence[Note] = ()
+) -> Report:
     report = Report()
     report.ok("configuration is valid")
+    for what, fix in [*notes, *config_advisories(cfg)]:
+        report.warn(what, fix)
     await _check_discord(cfg, http, report)
     await _check_chatwoot(cfg, http, report)
     _check_webhook_settings(cfg, report)
@@ -164,25 +177,63 @@ async def _check_chatwoot(cfg: Config, http: httpx.AsyncClient, report: Report) 
                     "enable CSAT in the inbox settings, or set CSAT_ENABLED=false")
 
 
+def environment_notes(env: Mapping[str, str], env_file: Path | None) -> list[Note]:
+    """Warnings about how the configuration is written: ignored lines, pasted comments."""
+    notes: list[Note] = []
+    if env_file is not None and env_file.is_file():
+        text = env_file.read_bytes().decode("utf-8", errors="replace")
+        try:
+            notes += [(f"{env_file}: {note}", "") for note in lint_env_file(text)]
+        except EnvFileError:
+            pass  # unreadable as a whole: the configuration error says why
+    notes += [
+        (f"{name} looks like a pasted comment (it starts with # or holds ' # ')", COMMENT_FIX)
+        for name in comment_like_variables(env)
+    ]
+    return notes
+
+
+def config_advisories(cfg: Config) -> list[Note]:
+    """Valid settings that may still not do what was meant."""
+    notes: list[Note] = []
+    if len(cfg.csat_question.strip()) > MODAL_LABEL_MAX:
+        notes.append((
+            f"CSAT_QUESTION is longer than {MODAL_LABEL_MAX} characters: the rating form's label "
+            "shows it shortened with …",
+            "keep the question short, or accept the shortened label",
+        ))
+    if cfg.attachment_max_mb > CHATWOOT_DEFAULT_UPLOAD_MB:
+        notes.append((
+            f"ATTACHMENT_MAX_MB={cfg.attachment_max_mb} is above Chatwoot's default upload limit "
+            f"({CHATWOOT_DEFAULT_UPLOAD_MB} MB)",
+            "make sure Chatwoot and any proxy in front of it accept files that large",
+        ))
+    return notes
+
+
 def _check_webhook_settings(cfg: Config, report: Report) -> None:
-    if cfg.webhook_secret:
+    problem = webhook_auth_problem(cfg)
+    if problem is not None:
+        report.fail("POST /webhook would accept unauthenticated requests: `diswoot run` "
+                    "refuses to start", problem)
+    elif cfg.webhook_secret:
         report.ok("webhooks must carry a valid X-Chatwoot-Signature (WEBHOOK_SECRET set)")
     elif cfg.webhook_path_token:
         report.ok("webhooks are accepted at POST /webhook/<WEBHOOK_PATH_TOKEN>")
     else:
-        report.warn("POST /webhook accepts unauthenticated requests",
-                    "set WEBHOOK_SECRET to the webhook's secret (Chatwoot 4.12+) or "
-                    "WEBHOOK_PATH_TOKEN to a long random string")
+        report.warn("POST /webhook accepts unauthenticated requests "
+                    "(WEBHOOK_ALLOW_UNAUTHENTICATED=true)",
+                    "only safe if something in front of diswoot authenticates Chatwoot")
     if cfg.discord_public_key:
         report.ok("Discord HTTP interactions enabled at POST /interactions")
 
 
-async def _main(cfg: Config, out: TextIO) -> int:
+async def _main(cfg: Config, out: TextIO, notes: Sequence[Note]) -> int:
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
-        report = await run_checks(cfg, http)
+        report = await run_checks(cfg, http, notes)
     report.render(out)
     return 1 if report.failed else 0
 
 
-def check_cli(cfg: Config, out: TextIO = sys.stdout) -> int:
-    return trio.run(_main, cfg, out)
+def check_cli(cfg: Config, out: TextIO = sys.stdout, notes: Sequence[Note] = ()) -> int:
+    return trio.run(_main, cfg, out, notes)

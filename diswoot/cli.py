@@ -11,12 +11,20 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from diswoot import __version__
-from diswoot.config import EX_CONFIG, Config, ConfigError, load_config, webhook_auth_problem
+from diswoot.config import (
+    EX_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+    read_environment,
+    webhook_auth_problem,
+)
 from diswoot.errors import find_fatal
 from diswoot.logs import setup_logging
 
@@ -33,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the daemon (the default)")
     sub.add_parser("deploy-commands", help="register the slash commands globally")
-    sub.add_parser("check", help="validate the configuration and probe Discord and Chatwoot")
+    check = sub.add_parser(
+        "check", help="validate the configuration and probe Discord and Chatwoot"
+    )
+    check.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="read this file (e.g. /etc/diswoot/diswoot.env) instead of ./.env, with the rules "
+        "of systemd's EnvironmentFile=",
+    )
     queue = sub.add_parser("queue", help="list pending and dead-lettered work")
     queue.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
     queue.add_argument("ids", nargs="*", type=int, help="job ids to retry (default: all dead)")
@@ -51,13 +67,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diswoot.sandbox import main as sandbox_main
 
         return sandbox_main(script=args.script)
+    explicit: str | None = getattr(args, "env_file", None)
+    env_file = Path(explicit or ".env")
+    env: dict[str, str] = {}
     try:
-        cfg = load_config()
+        if explicit and not env_file.is_file():
+            raise ConfigError([f"{env_file}: no such file"])
+        env = read_environment(dotenv=env_file)
+        cfg = load_config(env, dotenv=None)
         problem = webhook_auth_problem(cfg) if command == "run" else None
         if problem is not None:
             raise ConfigError([problem])
     except ConfigError as exc:
         print(f"diswoot: {exc}", file=sys.stderr)
+        if command == "check":
+            _print_notes(env, env_file)
         print("See .env.example for every variable and its meaning.", file=sys.stderr)
         return EX_CONFIG
     setup_logging(cfg.log_level)
@@ -68,12 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return deploy_commands_cli(cfg)
     if command == "check":
-        from diswoot.check import check_cli
+        from diswoot.check import check_cli, environment_notes
 
-        return check_cli(cfg)
+        return check_cli(cfg, notes=environment_notes(env, env_file))
     if command == "queue":
         return trio.run(queue_cli, cfg, args.action, args.ids)
     raise AssertionError(command)
+
+
+def _print_notes(env: dict[str, str], env_file: Path) -> None:
+    """The check's warnings about how the configuration is written, after a ConfigError."""
+    from diswoot.check import environment_notes
+
+    for what, fix in environment_notes(env, env_file):
+        print(f"  note: {what}" + (f" ({fix})" if fix else ""), file=sys.stderr)
 
 
 def run_daemon(cfg: Config) -> int:

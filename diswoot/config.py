@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from diswoot import config_values as v
+from diswoot.envfile import EnvFileError, parse_dotenv, read_env_file
 
 EX_CONFIG = 78
 
@@ -154,181 +155,88 @@ REQUIRED = (
     "CHATWOOT_INBOX_ID",
 )
 
-_HEX = re.compile(r"#?([0-9a-fA-F]{6})")
-_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
-_HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _parse_bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _int_parser(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError("expected a whole number") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and at most {maximum}" if maximum is not None else ""
-            raise ValueError(f"expected a whole number of at least {minimum}{upper}")
-        return value
-
-    return parse
-
-
-def _parse_colour(raw: str) -> int:
-    m = _HEX.fullmatch(raw.strip())
-    if not m:
-        raise ValueError("expected a hex colour like 7BB8F5 or #7BB8F5")
-    return int(m.group(1), 16)
-
-
-def _url_parser(required: bool) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().rstrip("/")
-        if not value and not required:
-            return ""
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("expected an http:// or https:// URL")
-        return value
-
-    return parse
-
-
-def _parse_snowflake(raw: str) -> str:
-    value = raw.strip()
-    if not _SNOWFLAKE.fullmatch(value):
-        raise ValueError("expected a Discord application id (a 15-21 digit number)")
-    return value
-
-
-def _parse_public_key(raw: str) -> str:
-    value = raw.strip()
-    if value and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        raise ValueError("expected the application's 64-character hex public key")
-    return value.lower()
-
-
-def _parse_log_level(raw: str) -> str:
-    value = raw.strip().upper()
-    if value not in _LOG_LEVELS:
-        raise ValueError("expected one of " + ", ".join(_LOG_LEVELS))
-    return value
-
-
-def _parse_token(raw: str) -> str:
-    value = raw.strip()
-    if value.lower().startswith("bot "):
-        value = value[4:].strip()
-    if not value or any(c.isspace() for c in value):
-        raise ValueError("expected the bot token (without spaces)")
-    return value
-
-
-def _parse_hosts(raw: str) -> tuple[str, ...]:
-    """``files.example.com, cdn.example.com:8443`` -> lower-case ``host[:port]`` entries.
-
-    An entry may also be written as an origin (``https://files.example.com``).
-    """
-    hosts: list[str] = []
-    for entry in raw.split(","):
-        entry = entry.strip()
-        if not entry:
-            continue
-        netloc = urlsplit(entry).netloc if "://" in entry else entry
-        if not _HOST.fullmatch(netloc):
-            raise ValueError(f"expected comma-separated host names (got {entry[:60]!r})")
-        hosts.append(netloc.lower())
-    return tuple(hosts)
-
-
-def _parse_text(raw: str) -> str:
-    return raw
-
-
-def _parse_port(raw: str) -> int:
-    return _int_parser(0, 65535)(raw)
-
-
+# Variable -> parser; the rest are free texts without a limit (paths, names, the bind host).
+# Durations have sane bounds: below them a value is a typo (or hammers an API), above them it
+# could not be meant.
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "DISCORD_TOKEN": _parse_token,
-    "DISCORD_CLIENT_ID": _parse_snowflake,
-    "CHATWOOT_BASE_URL": _url_parser(required=True),
-    "CHATWOOT_ACCOUNT_ID": _int_parser(1),
-    "CHATWOOT_INBOX_ID": _int_parser(1),
-    "DISCORD_API_BASE_URL": _url_parser(required=True),
-    "DISCORD_PUBLIC_KEY": _parse_public_key,
-    "DISCORD_GATEWAY_COMPRESS": _parse_bool,
-    "WEBHOOK_ALLOW_UNAUTHENTICATED": _parse_bool,
-    "CHATWOOT_MEDIA_HOSTS": _parse_hosts,
-    "WEBHOOK_PORT": _parse_port,
-    "LOG_LEVEL": _parse_log_level,
-    "BRAND_ICON_URL": _url_parser(required=False),
-    "SINGLTY_API_URL": _url_parser(required=False),
-    "COLOR_PRIMARY": _parse_colour,
-    "COLOR_SUCCESS": _parse_colour,
-    "COLOR_DANGER": _parse_colour,
-    "COLOR_WARNING": _parse_colour,
-    "COLOR_INFO": _parse_colour,
-    "PRESENCE_POLL_INTERVAL_MS": _int_parser(1000),
-    "GREETING_ENABLED": _parse_bool,
-    "CSAT_ENABLED": _parse_bool,
-    "CSAT_COMMENT_ENABLED": _parse_bool,
-    "OUTSIDE_HOURS_BEHAVIOR": _parse_bool,
-    "REOPEN_WINDOW_HOURS": _int_parser(0),
-    "BACKFILL_HOURS": _int_parser(0),
-    "RECONCILE_INTERVAL_SECONDS": _int_parser(0),
-    "ATTACHMENT_MAX_MB": _int_parser(1),
-    "DISCORD_UPLOAD_LIMIT_MB": _int_parser(1),
+    "DISCORD_TOKEN": v.parse_token,
+    "DISCORD_CLIENT_ID": v.parse_snowflake,
+    "CHATWOOT_BASE_URL": v.url_parser(required=True),
+    "CHATWOOT_ACCOUNT_ID": v.int_parser(1),
+    "CHATWOOT_API_TOKEN": v.parse_secret,
+    "CHATWOOT_INBOX_ID": v.int_parser(1),
+    "DISCORD_API_BASE_URL": v.url_parser(required=True),
+    "DISCORD_PUBLIC_KEY": v.parse_public_key,
+    "DISCORD_GATEWAY_COMPRESS": v.parse_bool,
+    "WEBHOOK_SECRET": v.parse_secret,
+    "WEBHOOK_PATH_TOKEN": v.parse_path_token,
+    "WEBHOOK_ALLOW_UNAUTHENTICATED": v.parse_bool,
+    "CHATWOOT_MEDIA_HOSTS": v.parse_hosts,
+    "WEBHOOK_PORT": v.int_parser(0, 65535),  # 0: any free port (tests)
+    "LOG_LEVEL": v.parse_log_level,
+    "BRAND_NAME": v.text_parser(v.BRAND_NAME_MAX, "BRAND_NAME (also the rating form's title)"),
+    "BRAND_ICON_URL": v.url_parser(required=False),
+    "BRAND_FOOTER_TEXT": v.text_parser(v.EMBED_FOOTER_MAX, "an embed footer"),
+    "COLOR_PRIMARY": v.parse_colour,
+    "COLOR_SUCCESS": v.parse_colour,
+    "COLOR_DANGER": v.parse_colour,
+    "COLOR_WARNING": v.parse_colour,
+    "COLOR_INFO": v.parse_colour,
+    # the presence is recomputed locally (and on every inbox change): 1 s .. 1 day
+    "PRESENCE_POLL_INTERVAL_MS": v.int_parser(1000, 86_400_000),
+    # trimmed: gateway.events.Presence counts the bytes of exactly what is sent
+    "PRESENCE_ONLINE_TEXT": v.text_parser(
+        v.PRESENCE_TEXT_MAX, "Discord's custom status", strip=True
+    ),
+    "PRESENCE_OFFLINE_TEXT": v.text_parser(
+        v.PRESENCE_TEXT_MAX, "Discord's custom status", strip=True
+    ),
+    "CONFIRM_EMOJI": v.parse_emoji,
+    "RESOLVED_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
+    "REOPENED_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
+    "GREETING_ENABLED": v.parse_bool,
+    "GREETING_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
+    "CSAT_ENABLED": v.parse_bool,
+    "CSAT_QUESTION": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
+    "CSAT_BUTTON_LABEL": v.text_parser(v.BUTTON_LABEL_MAX, "a button label"),
+    "CSAT_COMMENT_ENABLED": v.parse_bool,
+    "CSAT_COMMENT_PLACEHOLDER": v.text_parser(v.PLACEHOLDER_MAX, "a text input's placeholder"),
+    "SNOOZED_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
+    "PENDING_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
+    # a window of more than a year would mean "always reopen", which 0 already says
+    "REOPEN_WINDOW_HOURS": v.int_parser(0, 8760),
+    "OUTSIDE_HOURS_BEHAVIOR": v.parse_bool,
+    "OUTSIDE_HOURS_FALLBACK_MESSAGE": v.text_parser(
+        v.EMBED_DESCRIPTION_MAX, "an embed description"
+    ),
+    "SINGLTY_API_URL": v.url_parser(required=False),
+    "SINGLTY_API_KEY": v.parse_secret,
+    # a backfill replays every DM of the look-back as new messages: at most 30 days
+    "BACKFILL_HOURS": v.int_parser(1, 720, zero_disables=True),
+    # each sweep lists conversations from Chatwoot: not more often than every 10 s
+    "RECONCILE_INTERVAL_SECONDS": v.int_parser(10, 86_400, zero_disables=True),
+    # a sanity bound: Discord's largest upload tier (Nitro) is 500 MB, so a larger cap is a typo
+    "ATTACHMENT_MAX_MB": v.int_parser(1, 500),
+    "DISCORD_UPLOAD_LIMIT_MB": v.int_parser(1, v.DISCORD_UPLOAD_MAX_MB),
 }
 
 # Texts where a blank value is meaningful ("leave blank to disable") and must be kept.
 _BLANK_DISABLES = frozenset({"SNOOZED_MESSAGE", "PENDING_MESSAGE", "CONFIRM_EMOJI"})
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    """Parse ``.env`` text: ``KEY=value`` lines, optional quotes, ``#`` comments."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, sep, rest = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            continue
-        rest = rest.strip()
-        if rest[:1] in ("'", '"'):
-            quote = rest[0]
-            end = rest.find(quote, 1)
-            value = rest[1:end] if end != -1 else rest[1:]
-            if quote == '"':
-                value = value.replace("\\n", "\n")
-        elif rest.startswith("#"):
-            value = ""  # "KEY=   # comment"
-        else:
-            # an unquoted value ends at " #" (inline comment)
-            value = re.split(r"\s+#", rest, maxsplit=1)[0].strip()
-        values[key] = value
-    return values
-
-
 def read_environment(
     environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
 ) -> dict[str, str]:
-    """The effective variables: ``.env`` (if present) overlaid by the real environment."""
+    """The effective variables: ``.env`` (if present) overlaid by the real environment.
+
+    The file is read with systemd's ``EnvironmentFile=`` rules (:mod:`diswoot.envfile`).
+    """
     merged: dict[str, str] = {}
     if dotenv is not None and dotenv.is_file():
-        merged.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
+        try:
+            merged.update(read_env_file(dotenv))
+        except EnvFileError as exc:
+            raise ConfigError([str(exc)]) from None
     merged.update(os.environ if environ is None else environ)
     return merged
 
@@ -347,15 +255,24 @@ def load_config(
             if name in REQUIRED:
                 problems.append(f"{name} is required but not set ({_expectation(name)})")
             continue
-        parser = _PARSERS.get(name, _parse_text)
+        parser = _PARSERS.get(name)
         try:
-            values[f.name] = parser(raw)
+            values[f.name] = raw if parser is None else parser(raw)
         except ValueError as exc:
             shown = "" if name in SECRET_VARIABLES else f" (got {raw.strip()[:60]!r})"
-            problems.append(f"{name} is invalid: {exc}{shown}")
+            hint = ""
+            if v.looks_like_comment(name, raw):
+                hint = f"; the value looks like a pasted comment: {v.COMMENT_FIX}"
+            problems.append(f"{name} is invalid: {exc}{shown}{hint}")
     if problems:
         raise ConfigError(problems)
     return Config(**values)
+
+
+def comment_like_variables(env: Mapping[str, str]) -> list[str]:
+    """The variables whose values look like a comment pasted after ``KEY=`` (see check)."""
+    names = (f.name.upper() for f in dataclasses.fields(Config))
+    return [n for n in names if n in env and v.looks_like_comment(n, env[n])]
 
 
 def webhook_auth_problem(cfg: Config) -> str | None:
@@ -409,6 +326,7 @@ __all__ = [
     "SECRET_VARIABLES",
     "Config",
     "ConfigError",
+    "comment_like_variables",
     "load_config",
     "parse_dotenv",
     "read_environment",

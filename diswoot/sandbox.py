@@ -19,6 +19,7 @@ import trio
 from diswoot.bridge.tickets import contact_identifier
 from diswoot.logs import setup_logging
 from diswoot.testing.harness import World, bridge_world
+from diswoot.testing.openapi import tolerate_missing_jsonschema
 
 USER_ID = "80351110224678912"
 USER_NAME = "alice"
@@ -233,11 +234,16 @@ _CONSOLE_WORDS = frozenset({"show", "health", "help", "quit", "exit", ""})
 
 
 async def run_sandbox(script: str | None = None, out: TextIO = sys.stdout) -> int:
+    # A plain install has no jsonschema: the fakes then skip their OpenAPI schema checks.
+    schemas_checked = tolerate_missing_jsonschema()
     with tempfile.TemporaryDirectory(prefix="diswoot-sandbox-") as tmp:
         async with bridge_world(
             Path(tmp), chatwoot_options={"inbox": {"csat_survey_enabled": True}}
         ) as world:
             console = Console(world, out)
+            if not schemas_checked:
+                console.say("(jsonschema is not installed: the fakes do not check requests "
+                            "against the OpenAPI specs)")
             console.say(f"diswoot sandbox: daemon on {world.base_url} "
                         f"(try {world.base_url}/health)")
             console.say("type `help` for commands\n")

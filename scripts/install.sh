@@ -2,7 +2,8 @@
 # Install Diswoot as a systemd service:
 #   - a virtual environment in /opt/diswoot (byte-compiled: the unit mounts it read-only),
 #   - diswoot.service and diswoot@.service in /etc/systemd/system,
-#   - /etc/diswoot/diswoot.env (mode 0600) from systemd/diswoot.env.example, only if absent,
+#   - /etc/diswoot/diswoot.env (mode 0600) from .env.example, only if absent (without its
+#     DISWOOT_DB_PATH line: the units set that to their state directory),
 #   - systemctl daemon-reload.
 # Re-running it upgrades the package in place and keeps the existing configuration.
 set -euo pipefail
@@ -68,12 +69,20 @@ install -d -m 0755 "$confdir"
 if [ -e "$confdir/diswoot.env" ]; then
     echo "==> keeping the existing $confdir/diswoot.env"
 else
-    echo "==> $confdir/diswoot.env created from the example: fill in the credentials"
-    install -m 0600 -o root -g root "$top/systemd/diswoot.env.example" "$confdir/diswoot.env"
+    echo "==> $confdir/diswoot.env created from .env.example: fill in the credentials"
+    # EnvironmentFile= overrides the unit's Environment=DISWOOT_DB_PATH=...: leave it out
+    (
+        umask 077
+        sed 's|^DISWOOT_DB_PATH=.*|# DISWOOT_DB_PATH is set by the unit (its state directory)|' \
+            "$top/.env.example" >"$confdir/diswoot.env.tmp"
+    )
+    chown root:root "$confdir/diswoot.env.tmp"
+    mv "$confdir/diswoot.env.tmp" "$confdir/diswoot.env"
 fi
 
 if [ "$reload" = yes ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
 fi
 echo "==> done: $("$prefix/bin/python" -m pip show diswoot 2>/dev/null | sed -n 's/^Version: /diswoot /p')"
-echo "    next: edit $confdir/diswoot.env, then systemctl enable --now diswoot"
+echo "    next: edit $confdir/diswoot.env, probe it with"
+echo "    $prefix/bin/diswoot check --env-file $confdir/diswoot.env, then systemctl enable --now diswoot"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +14,14 @@ import httpx
 import pytest
 import trio
 
-from diswoot.check import check_cli, run_checks
-from diswoot.config import Config
+from diswoot.check import check_cli, environment_notes, run_checks
+from diswoot.config import EX_CONFIG, Config
 from diswoot.testing.fake_chatwoot import FakeChatwoot
 from diswoot.testing.fake_discord import FakeDiscord
-from diswoot.testing.harness import world_config
+from diswoot.testing.harness import config_environment, world_config
 
 TIMEOUT = 20
+REPO = Path(__file__).resolve().parent.parent
 UNUSED_DB = Path("/nonexistent/diswoot.db")  # check never opens the database
 SECRETS = ("test-token", "test-chatwoot-token", "wrong-discord-token", "wrong-chatwoot-token")
 
@@ -162,9 +165,88 @@ async def test_several_problems_are_all_reported(fakes: Fakes) -> None:
         fakes.config(discord_client_id="1234", chatwoot_inbox_id=99, webhook_secret="")
     )
     assert status == 1
-    assert len(problems(text)) == 2
+    assert len(problems(text)) == 3
+    assert "[FAIL] POST /webhook would accept unauthenticated requests" in text
+    assert "problems found: 3 failed, 0 warning(s)" in text
+
+
+async def test_unauthenticated_webhooks_fail_unless_explicitly_allowed(fakes: Fakes) -> None:
+    status, text = await check(fakes.config(webhook_secret=""))
+    assert status == 1
+    [(line, fix)] = problems(text)
+    assert "`diswoot run` refuses to start" in line
+    assert "WEBHOOK_SECRET" in fix and "WEBHOOK_PATH_TOKEN" in fix
+    status, text = await check(
+        fakes.config(webhook_secret="", webhook_allow_unauthenticated=True)
+    )
+    assert status == 0, text
     assert "[warn] POST /webhook accepts unauthenticated requests" in text
-    assert "problems found: 2 failed, 1 warning(s)" in text
+
+
+async def test_valid_but_doubtful_settings_are_warnings(fakes: Fakes) -> None:
+    status, text = await check(
+        fakes.config(csat_question="How would you rate the help you got from our team today?",
+                     attachment_max_mb=100)
+    )
+    assert status == 0, text
+    assert "[warn] CSAT_QUESTION is longer than 45 characters" in text
+    assert "[warn] ATTACHMENT_MAX_MB=100 is above Chatwoot's default upload limit (40 MB)" in text
+    assert "all good: 0 failed, 2 warning(s)" in text
+
+
+def test_environment_notes_name_pasted_comments_and_ignored_lines(tmp_path: Path) -> None:
+    env_file = tmp_path / "diswoot.env"
+    env_file.write_text("export LOG_LEVEL=debug\nBRAND_NAME=Acme  # our brand\n", "utf-8")
+    env = {"BRAND_NAME": "Acme  # our brand", "WEBHOOK_SECRET": "# the secret",
+           "COLOR_INFO": "#A89EF5", "GREETING_MESSAGE": "We are #1", "OTHER": "# not ours"}
+    notes = environment_notes(env, env_file)
+    whats = [what for what, _ in notes]
+    assert whats == [
+        f"{env_file}: line 1: `export LOG_LEVEL=` is ignored: environment files have no "
+        "`export`; write `NAME=value`",
+        "WEBHOOK_SECRET looks like a pasted comment (it starts with # or holds ' # ')",
+        "BRAND_NAME looks like a pasted comment (it starts with # or holds ' # ')",
+    ]
+    assert all("the secret" not in what for what in whats)
+    assert "own lines" in notes[1][1]
+    assert environment_notes({}, tmp_path / "absent.env") == []
+
+
+async def run_cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """``python -m diswoot ARGS`` in ``tmp_path`` with this tree's code and no DISCORD_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "CHATWOOT_"))}
+    env["PYTHONPATH"] = str(REPO)
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "diswoot", *args], cwd=tmp_path, env=env,
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_check_reads_an_env_file_like_systemd(fakes: Fakes, tmp_path: Path) -> None:
+    env = config_environment(fakes.config())
+    env["BRAND_NAME"] = "Acme  # our brand"
+    lines = [f"# {name}\n{name}={value}" for name, value in env.items()]
+    (tmp_path / "diswoot.env").write_text("\n".join(lines), encoding="utf-8")
+    status, out, err = await run_cli(tmp_path, "check", "--env-file", "diswoot.env")
+    assert status == 0, out + err
+    assert "[warn] BRAND_NAME looks like a pasted comment" in out
+    assert "all good: 0 failed, 1 warning(s)" in out
+
+
+async def test_check_points_at_a_pasted_comment_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "diswoot.env").write_text(
+        "DISCORD_TOKEN=   # Bot token from the Developer Portal\n"
+        "export CHATWOOT_INBOX_ID=7\n", encoding="utf-8")
+    status, out, err = await run_cli(tmp_path, "check", "--env-file", "diswoot.env")
+    assert status == EX_CONFIG
+    assert "DISCORD_TOKEN is invalid" in err and "looks like a pasted comment" in err
+    assert "note: diswoot.env: line 2: `export CHATWOOT_INBOX_ID=` is ignored" in err
+    assert "note: DISCORD_TOKEN looks like a pasted comment" in err
+    assert "Bot token from" not in out + err
+    status, _, err = await run_cli(tmp_path, "check", "--env-file", "missing.env")
+    assert status == EX_CONFIG and "missing.env: no such file" in err
 
 
 async def test_csat_mismatch_is_a_warning_only(nursery: trio.Nursery) -> None:

@@ -16,8 +16,12 @@ from diswoot.config import (
     ConfigError,
     load_config,
     parse_dotenv,
+    test_config,
     webhook_auth_problem,
 )
+from diswoot.config_values import PRESENCE_TEXT_MAX
+from diswoot.gateway.events import Presence
+from diswoot.testing.harness import config_environment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,7 +117,7 @@ def test_unauthenticated_webhooks_are_refused_unless_explicitly_allowed() -> Non
 
 
 def test_unauthenticated_configuration_exits_78_naming_both_variables(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", **VALID}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **VALID}
     del env["WEBHOOK_PATH_TOKEN"]
     proc = subprocess.run(
         [sys.executable, "-m", "diswoot"],
@@ -140,24 +144,41 @@ def test_chatwoot_media_hosts_are_parsed() -> None:
     assert "CHATWOOT_MEDIA_HOSTS" in str(info.value)
 
 
-def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+def test_dotenv_is_read_like_systemd_and_the_environment_wins(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     lines = [f"{k}={v}" for k, v in VALID.items()]
     lines += [
-        "BRAND_NAME=From dotenv  # an inline comment",
+        "# a comment line",
+        "BRAND_NAME=Acme  # kept",
         'GREETING_MESSAGE="Hello # not a comment"',
         "WEBHOOK_PORT=4000",
-        "export LOG_LEVEL=debug",
-        "# a comment line",
-        "WEBHOOK_SECRET=   # blank with a comment",
+        "export LOG_LEVEL=debug",  # not a valid name for systemd: ignored
+        "CSAT_QUESTION='  spaces kept  '",
     ]
     dotenv.write_text("\n".join(lines), encoding="utf-8")
     cfg = load_config({"WEBHOOK_PORT": "5000"}, dotenv=dotenv)
-    assert cfg.brand_name == "From dotenv"
+    assert cfg.brand_name == "Acme  # kept"  # not a comment: systemd keeps it
     assert cfg.greeting_message == "Hello # not a comment"
     assert cfg.webhook_port == 5000  # real environment wins
-    assert cfg.log_level == "DEBUG"
-    assert cfg.webhook_secret == ""
+    assert cfg.log_level == "INFO"
+    assert cfg.csat_question == "  spaces kept  "
+
+
+def test_a_pasted_comment_is_named_without_its_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({**VALID, "DISCORD_TOKEN": "# Bot token from the portal",
+                     "WEBHOOK_SECRET": "# the webhook's secret"}, dotenv=None)
+    text = str(info.value)
+    assert text.count("looks like a pasted comment") == 2
+    assert "DISCORD_TOKEN" in text and "WEBHOOK_SECRET" in text
+    assert "Bot token from" not in text and "the webhook's secret" not in text
+
+
+def test_a_dotenv_with_invalid_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"BRAND_NAME=Caf\xe9\n")
+    with pytest.raises(ConfigError, match="line 1: invalid UTF-8"):
+        load_config(VALID, dotenv=dotenv)
 
 
 def test_env_example_documents_every_variable() -> None:
@@ -168,7 +189,8 @@ def test_env_example_documents_every_variable() -> None:
 
 
 def test_cli_exits_78_listing_every_bad_variable_without_secrets(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "DISCORD_TOKEN": "has a secret space", "WEBHOOK_PORT": "x"}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+           "DISCORD_TOKEN": "has a secret space", "WEBHOOK_PORT": "x"}
     proc = subprocess.run(
         [sys.executable, "-m", "diswoot"],
         cwd=tmp_path,
@@ -182,3 +204,131 @@ def test_cli_exits_78_listing_every_bad_variable_without_secrets(tmp_path: Path)
     for name in (*REQUIRED, "WEBHOOK_PORT"):
         assert name in proc.stderr
     assert "has a secret space" not in proc.stderr + proc.stdout
+
+
+def test_overlong_presence_text_exits_78_naming_it(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **VALID,
+           "PRESENCE_ONLINE_TEXT": "x" * 129}
+    proc = subprocess.run(
+        [sys.executable, "-m", "diswoot"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == EX_CONFIG
+    assert "PRESENCE_ONLINE_TEXT" in proc.stderr and "128" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_presence_limit_keeps_presence_from_raising() -> None:
+    longest = "\U0001d11e" * PRESENCE_TEXT_MAX  # 4 UTF-8 bytes each: the worst case
+    cfg = load_config({**VALID, "PRESENCE_OFFLINE_TEXT": f"  {longest}\t "}, dotenv=None)
+    assert Presence(status="idle", text=cfg.presence_offline_text).text == longest
+
+
+TEXT_LIMITS = [
+    ("PRESENCE_ONLINE_TEXT", 128),
+    ("PRESENCE_OFFLINE_TEXT", 128),
+    ("BRAND_NAME", 40),
+    ("BRAND_FOOTER_TEXT", 2048),
+    ("RESOLVED_MESSAGE", 4096),
+    ("REOPENED_MESSAGE", 4096),
+    ("GREETING_MESSAGE", 4096),
+    ("CSAT_QUESTION", 4096),
+    ("SNOOZED_MESSAGE", 4096),
+    ("PENDING_MESSAGE", 4096),
+    ("OUTSIDE_HOURS_FALLBACK_MESSAGE", 4096),
+    ("CSAT_BUTTON_LABEL", 80),
+    ("CSAT_COMMENT_PLACEHOLDER", 100),
+]
+
+
+@pytest.mark.parametrize(("name", "limit"), TEXT_LIMITS)
+def test_texts_are_limited_to_what_discord_accepts(name: str, limit: int) -> None:
+    at_limit = "é" * limit
+    cfg = load_config({**VALID, name: f"  {at_limit}  "}, dotenv=None)  # trimmed, as Discord
+    assert getattr(cfg, name.lower()).strip() == at_limit
+    with pytest.raises(ConfigError) as info:
+        load_config({**VALID, name: at_limit + "x"}, dotenv=None)
+    assert info.value.problems == [info.value.problems[0]]
+    assert info.value.problems[0].startswith(f"{name} is invalid")
+    assert f"at most {limit} characters" in info.value.problems[0]
+
+
+NUMBER_LIMITS = [
+    ("PRESENCE_POLL_INTERVAL_MS", ["1000", "86400000"], ["999", "86400001"]),
+    ("REOPEN_WINDOW_HOURS", ["0", "8760"], ["-1", "8761"]),
+    ("BACKFILL_HOURS", ["0", "1", "720"], ["-1", "721"]),
+    ("RECONCILE_INTERVAL_SECONDS", ["0", "10", "86400"], ["5", "86401"]),
+    ("WEBHOOK_PORT", ["0", "65535"], ["-1", "65536"]),
+    ("ATTACHMENT_MAX_MB", ["1", "500"], ["0", "501"]),
+    ("DISCORD_UPLOAD_LIMIT_MB", ["1", "10"], ["0", "11"]),
+    ("COLOR_INFO", ["000000", "#FFFFFF"], ["1000000", "#FFF", "0xFFFFFF"]),
+]
+
+
+@pytest.mark.parametrize(("name", "good", "bad"), NUMBER_LIMITS)
+def test_numbers_have_bounds(name: str, good: list[str], bad: list[str]) -> None:
+    for raw in good:
+        load_config({**VALID, name: raw}, dotenv=None)
+    for raw in bad:
+        with pytest.raises(ConfigError) as info:
+            load_config({**VALID, name: raw}, dotenv=None)
+        assert [p.split(" ", 1)[0] for p in info.value.problems] == [name], raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("✅", "✅"),
+        ("👍🏽", "👍🏽"),  # skin tone
+        ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"),  # ZWJ sequence
+        ("❤️", "❤️"),  # VS16
+        ("🇫🇷", "🇫🇷"),  # flag
+        ("1️⃣", "1️⃣"),  # keycap
+        ("‼", "‼"),
+        ("<:party:112233445566778899>", "party:112233445566778899"),
+        ("<a:dance:112233445566778899>", "dance:112233445566778899"),
+        ("party_2:112233445566778899", "party_2:112233445566778899"),
+        ("", ""),  # blank disables the reaction
+    ],
+)
+def test_confirm_emoji_accepts_what_the_reaction_route_takes(raw: str, expected: str) -> None:
+    assert load_config({**VALID, "CONFIRM_EMOJI": raw}, dotenv=None).confirm_emoji == expected
+
+
+@pytest.mark.parametrize(
+    "raw", [":white_check_mark:", "yes", "✅✅", "✅ ok", "# tick", "1", "<:x:123>", "👍🏽🏽"]
+)
+def test_confirm_emoji_refuses_what_discord_would_not_find(raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({**VALID, "CONFIRM_EMOJI": raw}, dotenv=None)
+    assert info.value.problems[0].startswith("CONFIRM_EMOJI is invalid")
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("BRAND_ICON_URL", "ftp://example.com/logo.png"),
+        ("BRAND_ICON_URL", "https://example.com/my logo.png"),
+        ("BRAND_ICON_URL", "https://example.com/" + "x" * 2048),
+        ("BRAND_ICON_URL", "logo.png"),
+        ("CHATWOOT_BASE_URL", "https://"),
+        ("WEBHOOK_PATH_TOKEN", "abc/def"),
+        ("WEBHOOK_PATH_TOKEN", "abc#def"),
+        ("CHATWOOT_API_TOKEN", "two words"),
+        ("SINGLTY_API_KEY", "two words"),
+    ],
+)
+def test_urls_and_tokens_are_checked(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({**VALID, name: raw}, dotenv=None)
+    assert [p.split(" ", 1)[0] for p in info.value.problems] == [name]
+
+
+def test_the_harness_environment_is_a_valid_configuration() -> None:
+    """Daemon subprocesses in the tests get their settings through config_environment()."""
+    cfg = test_config(webhook_secret="s", chatwoot_media_hosts=("files.example.com",))
+    assert load_config(config_environment(cfg), dotenv=None) == cfg

@@ -12,6 +12,7 @@ import trio
 from diswoot.sandbox import prompt_for
 
 TIMEOUT = 90
+REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = """\
 # a whole ticket, as in the README's "try it in a minute"
@@ -25,11 +26,39 @@ say this line is never run
 """
 
 
-async def run_sandbox_script(tmp_path: Path, script: str) -> str:
+# A sitecustomize that makes jsonschema (and referencing, which comes with it) unimportable, as
+# on a plain `pip install diswoot` without the test or fakes extras.
+BLOCK_JSONSCHEMA = """\
+import sys
+
+
+class BlockJsonschema:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("jsonschema", "referencing"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, BlockJsonschema())
+"""
+
+
+def without_jsonschema(tmp_path: Path) -> dict[str, str]:
+    """Environment variables for a child Python that cannot import jsonschema."""
+    blocker = tmp_path / "no-jsonschema"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCK_JSONSCHEMA, encoding="utf-8")
+    return {"PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+
+
+async def run_sandbox_script(
+    tmp_path: Path, script: str, extra_env: dict[str, str] | None = None
+) -> str:
     path = tmp_path / "script.txt"
     path.write_text(script, encoding="utf-8")
     # No credentials at all: the sandbox needs none, and must not read a stray .env either.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "CHATWOOT_"))}
+    env.update(extra_env or {})
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
             [sys.executable, "-m", "diswoot", "sandbox", "--script", str(path)],
@@ -79,6 +108,34 @@ async def test_a_whole_ticket_shows_both_sides(tmp_path: Path) -> None:
     assert health and health[0].startswith('200 {"'), health
     assert lines[-1] == "stopping the daemon..."
     assert "you> say this line is never run" not in lines
+
+
+async def test_the_sandbox_runs_without_jsonschema(tmp_path: Path) -> None:
+    env = without_jsonschema(tmp_path)
+    probe = await trio.run_process(
+        [sys.executable, "-c", "import jsonschema"], env={**os.environ, **env},
+        capture_stderr=True, check=False,
+    )
+    assert probe.returncode != 0 and b"blocked" in probe.stderr  # the blocker works
+
+    output = await run_sandbox_script(tmp_path, "say hello\nreply hi there\nquit\n", env)
+    lines = output.splitlines()
+    assert "(jsonschema is not installed: the fakes do not check requests against the OpenAPI " \
+        "specs)" in lines
+    assert any(re.fullmatch(r"chatwoot \| #\d+ incoming: hello", x)
+               for x in after(lines, "you> say hello")), lines
+    assert "discord  | bot -> alice: hi there" in after(lines, "agent> reply hi there"), lines
+
+
+async def test_without_jsonschema_the_fakes_refuse_to_run_unchecked(tmp_path: Path) -> None:
+    """Outside the sandbox (in the tests) a missing jsonschema is an error, never silence."""
+    code = "from diswoot.testing.fake_discord import FakeDiscord; FakeDiscord()"
+    result = await trio.run_process(
+        [sys.executable, "-c", code],
+        env={**os.environ, **without_jsonschema(tmp_path)}, capture_stderr=True, check=False,
+    )
+    assert result.returncode != 0
+    assert b"pip install 'diswoot[fakes]'" in result.stderr
 
 
 def test_prompts_say_who_acts() -> None:

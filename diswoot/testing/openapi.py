@@ -2,9 +2,11 @@
 
 ``SpecValidator.load("discord")`` matches paths relative to ``/api/v10`` (the spec's server
 prefix); ``SpecValidator.load("chatwoot")`` matches the spec's full paths (``/api/v1/...``,
-``/public/api/v1/...``). Schemas are validated with jsonschema Draft 2020-12; every ``$ref`` is
-resolved against the whole document through a ``referencing`` registry, and each validator is
-built lazily, once per (operation, media type).
+``/public/api/v1/...``). Schemas are validated with jsonschema Draft 2020-12 (the ``fakes`` and
+``test`` extras); every ``$ref`` is resolved through a ``referencing`` registry, and each validator
+is built lazily, once per (operation, media type). Without jsonschema, :meth:`SpecValidator.load`
+refuses, unless :func:`tolerate_missing_jsonschema` was called (the sandbox on a plain install):
+routes and parameters are then still matched, but no schema is checked.
 """
 
 from __future__ import annotations
@@ -15,16 +17,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, ValidationError
+    from referencing import Registry
 
 SPEC_FILES = {"discord": "discord-openapi.json", "chatwoot": "chatwoot-swagger.json"}
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+_missing_jsonschema_tolerated = False
+
+
+def tolerate_missing_jsonschema() -> bool:
+    """Let :meth:`SpecValidator.load` work without jsonschema; whether schemas are checked."""
+    global _missing_jsonschema_tolerated
+    _missing_jsonschema_tolerated = True
+    return jsonschema_installed()
+
+
+@cache
+def jsonschema_installed() -> bool:
+    try:
+        import jsonschema  # noqa: F401
+        import referencing  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _escape(token: str) -> str:
@@ -61,18 +82,32 @@ class Operation:
 class SpecValidator:
     """Validates requests (and responses) against one vendored OpenAPI document."""
 
-    def __init__(self, name: str, document: dict[str, Any]) -> None:
+    def __init__(self, name: str, document: dict[str, Any], *, check_schemas: bool = True) -> None:
         self.name = name
+        self.check_schemas = check_schemas
         self._doc = document
         self._uri = f"urn:diswoot:spec:{name}"
-        resource = Resource.from_contents(document, default_specification=DRAFT202012)
-        self._registry: Registry[Any] = Registry().with_resource(self._uri, resource)
+        self._registry: Registry[Any] | None = None
+        if check_schemas:
+            from referencing import Registry, Resource
+            from referencing.jsonschema import DRAFT202012
+
+            resource = Resource.from_contents(document, default_specification=DRAFT202012)
+            self._registry = Registry().with_resource(self._uri, resource)
         self._operations = self._build_operations()
 
     @classmethod
     def load(cls, name: str) -> SpecValidator:
-        """The validator for ``"discord"`` or ``"chatwoot"``, cached per process."""
-        return _load(name)
+        """The validator for ``"discord"`` or ``"chatwoot"``, cached per process.
+
+        Raises ModuleNotFoundError without jsonschema, unless that was tolerated.
+        """
+        if not jsonschema_installed() and not _missing_jsonschema_tolerated:
+            raise ModuleNotFoundError(
+                "the fakes' OpenAPI checks need jsonschema: pip install 'diswoot[fakes]'",
+                name="jsonschema",
+            )
+        return _load(name, jsonschema_installed())
 
     # -- matching ---------------------------------------------------------------------------
 
@@ -162,6 +197,8 @@ class SpecValidator:
     # -- validation -------------------------------------------------------------------------
 
     def _validator(self, op: Operation, pointer: str) -> Draft202012Validator:
+        from jsonschema import Draft202012Validator
+
         found = op._validators.get(pointer)
         if found is None:
             schema = {"$ref": f"{self._uri}{pointer}"}
@@ -170,6 +207,8 @@ class SpecValidator:
         return found
 
     def _errors(self, op: Operation, pointer: str, instance: Any, where: str) -> list[str]:
+        if not self.check_schemas:
+            return []
         validator = self._validator(op, pointer)
         problems = []
         for error in validator.iter_errors(instance):
@@ -281,6 +320,8 @@ class SpecValidator:
 
 def _deepest(error: ValidationError) -> ValidationError:
     """For ``oneOf``/``anyOf`` failures, jsonschema's pick of the most relevant branch error."""
+    from jsonschema.exceptions import best_match
+
     return best_match([error]) or error
 
 
@@ -306,8 +347,8 @@ def _coerce(value: str, schema: Any) -> Any:
 
 
 @cache
-def _load(name: str) -> SpecValidator:
+def _load(name: str, check_schemas: bool) -> SpecValidator:
     if name not in SPEC_FILES:
         raise ValueError(f"unknown spec {name!r}; expected one of {sorted(SPEC_FILES)}")
     text = resources.files("diswoot.testing").joinpath("specs", SPEC_FILES[name]).read_text()
-    return SpecValidator(name, json.loads(text))
+    return SpecValidator(name, json.loads(text), check_schemas=check_schemas)

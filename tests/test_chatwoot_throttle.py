@@ -121,8 +121,11 @@ async def test_a_backlog_drains_at_the_cap_in_order_exactly_once(tmp_path: Path)
             assert all(seq == list(range(per_user)) for seq in order.values())
             requests = len(world.chatwoot.requests)
             windows = Counter(int(t // period) for t in world.chatwoot.throttled)
-            # no retry storm: a handful of 429s in a window at most
-            assert max(windows.values(), default=0) <= 6, windows
-            # at the cap: not much slower than one window per `limit` requests
-            assert took <= (requests / limit + 3) * period, (took, requests)
+            # no retry storm: the first window teaches the budget (every lane already in
+            # flight may be refused there); after it, a handful of 429s per window at most
+            later = [count for _, count in sorted(windows.items())[1:]]
+            assert max(later, default=0) <= 4, windows
+            # near the cap: not much slower than one window per `limit` requests (a busy CI
+            # machine gets some slack; a storm of retries with backoff takes far longer)
+            assert took <= (1.5 * requests / limit + 3) * period, (took, requests)
             assert world.chatwoot.violations == []

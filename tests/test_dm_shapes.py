@@ -181,3 +181,25 @@ async def test_a_poison_job_is_dead_lettered_at_once_and_the_users_next_dm_flows
         dead = await world.daemon.ctx.store.call(q.list_jobs, ("dead",))
         assert [(j.dedupe_key, j.attempts) for j in dead] == [("1300000000000000001", 1)]
         assert dead[0].last_error.startswith("malformed job: KeyError")
+
+
+async def test_system_messages_carry_no_user_text_and_are_not_forwarded(tmp_path: Path) -> None:
+    async with world_for(tmp_path) as world:
+        first = world.discord.user_sends(UID, "hello")
+        await forwarded(world, first["id"])
+        channel_id, author = first["channel_id"], first["author"]
+        for kind, text in ((3, ""), (6, ""), (7, "joined")):  # call, pin, member join
+            world.discord.gateway.dispatch(
+                "MESSAGE_CREATE",
+                {**first, "id": str(int(first["id"]) + kind), "type": kind, "content": text,
+                 "channel_id": channel_id, "author": author},
+            )
+        after = world.discord.user_sends(UID, "still there?")
+        await forwarded(world, after["id"])
+        sources = [
+            m["source_id"]
+            for c in world.chatwoot.conversations
+            for m in world.chatwoot.messages_in(c)
+            if m["message_type"] == 0
+        ]
+        assert sources == [first["id"], after["id"]]

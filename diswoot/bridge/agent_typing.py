@@ -57,8 +57,11 @@ class AgentTyping:
         return frozenset(self._active)
 
     async def run(self, stop: trio.Event) -> None:
-        """Apply typing events until ``stop``; running indicators end with it."""
-        async with self._rx, trio.open_nursery() as nursery:
+        """Apply typing events until ``stop``; running indicators end with it.
+
+        The channel stays open, so a supervisor may run this again after a failure.
+        """
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(self._consume, nursery)
             await stop.wait()
             nursery.cancel_scope.cancel()

@@ -356,7 +356,7 @@ class ChatwootClient:
             ) from exc
         body = _decode(response)
         status = response.status_code
-        if status != 429:
+        if status < 500 and status != 429:  # counted by rack-attack, and not refused by it
             self.throttle.accepted()
         if 200 <= status < 300:
             return body

@@ -18,7 +18,7 @@ import trio
 from diswoot import __version__
 from diswoot.config import EX_CONFIG, Config, ConfigError, load_config, webhook_auth_problem
 from diswoot.errors import find_fatal
-from diswoot.logs import setup_logging
+from diswoot.logs import config_secrets, setup_logging
 
 log = logging.getLogger("diswoot")
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diswoot: {exc}", file=sys.stderr)
         print("See .env.example for every variable and its meaning.", file=sys.stderr)
         return EX_CONFIG
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, secrets=config_secrets(cfg))
     if command == "run":
         return run_daemon(cfg)
     if command == "deploy-commands":

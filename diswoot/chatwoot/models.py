@@ -285,15 +285,15 @@ def to_epoch(value: Any) -> float | None:
 
     ValueError for anything else that is not null, and for values that are not finite.
     """
-    if value is None or isinstance(value, bool):
+    if value is None or value == "":
         return None
     try:
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = float(value)
-        elif isinstance(value, str) and value:
+        elif isinstance(value, str):
             seconds = _epoch_from_text(value)
         else:
-            return None
+            raise ValueError(f"not a timestamp: {type(value).__name__}")
     except OverflowError:
         raise ValueError(f"timestamp out of range: {value!r:.40}") from None
     if not math.isfinite(seconds):

@@ -89,6 +89,9 @@ async def test_forged_webhooks_never_reach_the_user_nor_block_the_genuine_reply(
             await world.wait_for(lambda: world.daemon.outbound.queue.depth == 0)
             assert texts(world) == ["The real answer"]
             assert world.discord.dm_messages(STRANGER) == []
+            # what Chatwoot really does still works: the agent deletes the reply, the DM goes
+            await world.chatwoot.delete_message(cid, future)
+            await world.wait_for(lambda: texts(world) == [])
             assert_no_violations(world)
 
 

@@ -4,7 +4,8 @@ The webhook parser smooths over the differences ``chatwoot-api.md`` §2 lists: a
 ids live at the top level of message events but inside ``conversation`` for typing events and
 *are* the body for conversation events; ``message_type`` is a string in message webhooks and an
 integer elsewhere; timestamps are ISO-8601 strings, Unix integers or Unix floats depending on the
-field. Every timestamp here is normalised to Unix seconds (float).
+field. Every timestamp here is normalised to Unix seconds (float).  Each field the bridge uses
+is type-checked; a bad one raises ``FieldError`` naming it (the webhook answers 400).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from diswoot.webhook import untrusted as f
+from diswoot.webhook import untrusted as check
 
 MESSAGE_TYPES = ("incoming", "outgoing", "activity", "template")
 """REST ``message_type`` integers index into this tuple (0 incoming ... 3 template)."""
@@ -174,7 +175,7 @@ def parse_webhook(body: Any) -> WebhookEvent | None:
     """
     if not isinstance(body, Mapping):
         raise ValueError("webhook body is not a JSON object")
-    event = f.string(body.get("event"), "event")
+    event = check.string(body.get("event"), "event")
     if event in _MESSAGE_EVENTS:
         return _message_event(event, body)
     if event in _CONVERSATION_EVENTS:
@@ -185,84 +186,85 @@ def parse_webhook(body: Any) -> WebhookEvent | None:
 
 
 def _message_event(event: Any, body: Mapping[str, Any]) -> MessageEvent:
-    conversation = f.obj(body.get("conversation"), "conversation")
+    conversation = check.obj(body.get("conversation"), "conversation")
     contact_identifier = _check_conversation(conversation, "conversation.")
-    account_id = f.opt_obj(body.get("account"), "account").get("id")
+    account_id = check.opt_obj(body.get("account"), "account").get("id")
     if account_id is None:
-        account_id = f.opt_obj(conversation.get("account"), "conversation.account").get("id")
-    inbox_id = f.opt_obj(body.get("inbox"), "inbox").get("id")
+        account_id = check.opt_obj(conversation.get("account"), "conversation.account").get("id")
+    inbox_id = check.opt_obj(body.get("inbox"), "inbox").get("id")
     if inbox_id is None:
         inbox_id = conversation.get("inbox_id")
-    attributes = f.opt_obj(body.get("content_attributes"), "content_attributes")
-    f.opt_bool(attributes.get("deleted"), "content_attributes.deleted")
-    f.opt_str(attributes.get("external_error"), "content_attributes.external_error")
-    f.opt_str(
+    attributes = check.opt_obj(body.get("content_attributes"), "content_attributes")
+    check.opt_bool(attributes.get("deleted"), "content_attributes.deleted")
+    check.opt_str(attributes.get("external_error"), "content_attributes.external_error")
+    check.opt_str(
         attributes.get("in_reply_to_external_id"), "content_attributes.in_reply_to_external_id"
     )
     try:
         message_type = message_type_name(body.get("message_type"))
     except ValueError:
-        raise f.FieldError("message_type", f"one of {', '.join(MESSAGE_TYPES)} (or 0-3)") from None
+        expected = f"one of {', '.join(MESSAGE_TYPES)} (or 0-3)"
+        raise check.FieldError("message_type", expected) from None
     return MessageEvent(
         event=event,
-        message_id=f.ident(body.get("id"), "id"),
-        conversation_id=f.ident(conversation.get("id"), "conversation.id"),
-        account_id=f.ident(account_id, "account.id"),
-        inbox_id=f.ident(inbox_id, "inbox.id"),
+        message_id=check.ident(body.get("id"), "id"),
+        conversation_id=check.ident(conversation.get("id"), "conversation.id"),
+        account_id=check.ident(account_id, "account.id"),
+        inbox_id=check.ident(inbox_id, "inbox.id"),
         message_type=message_type,
-        private=f.opt_bool(body.get("private"), "private"),
-        content=f.opt_str(body.get("content"), "content"),
-        content_type=f.opt_str(body.get("content_type"), "content_type") or "text",
+        private=check.opt_bool(body.get("private"), "private"),
+        content=check.opt_str(body.get("content"), "content"),
+        content_type=check.opt_str(body.get("content_type"), "content_type") or "text",
         content_attributes=dict(attributes),
         attachments=_attachments(body.get("attachments")),
-        sender=None if body.get("sender") is None else dict(f.obj(body["sender"], "sender")),
+        sender=None if body.get("sender") is None else dict(check.obj(body["sender"], "sender")),
         contact_identifier=contact_identifier,
-        conversation_status=f.opt_str(conversation.get("status"), "conversation.status"),
+        conversation_status=check.opt_str(conversation.get("status"), "conversation.status"),
         created_at=_timestamp(body.get("created_at"), "created_at"),
     )
 
 
 def _attachments(value: Any) -> list[dict[str, Any]]:
     """The attachment objects, with the fields the bridge reads checked."""
-    items = f.objects(value, "attachments")
+    items = check.objects(value, "attachments")
     for i, item in enumerate(items):
         for key in ("data_url", "file_type", "content_type", "fallback_title"):
-            f.opt_str(item.get(key), f"attachments[{i}].{key}")
-        f.size(item.get("file_size"), f"attachments[{i}].file_size")
+            check.opt_str(item.get(key), f"attachments[{i}].{key}")
+        check.size(item.get("file_size"), f"attachments[{i}].file_size")
     return [dict(item) for item in items]
 
 
 def _conversation_event(event: Any, body: Mapping[str, Any]) -> ConversationEvent:
-    account_id = f.opt_obj(body.get("account"), "account").get("id", body.get("account_id"))
+    account_id = check.opt_obj(body.get("account"), "account").get("id", body.get("account_id"))
     changed = _changed_attributes(body.get("changed_attributes"))
     previous = changed.get("status", {}).get("previous_value")
     return ConversationEvent(
         event=event,
-        conversation_id=f.ident(body.get("id"), "id"),
-        account_id=f.ident(account_id, "account.id"),
-        inbox_id=f.ident(body.get("inbox_id"), "inbox_id"),
-        status=f.string(body.get("status"), "status"),
+        conversation_id=check.ident(body.get("id"), "id"),
+        account_id=check.ident(account_id, "account.id"),
+        inbox_id=check.ident(body.get("inbox_id"), "inbox_id"),
+        status=check.string(body.get("status"), "status"),
         previous_status=previous if isinstance(previous, str) else None,
         contact_identifier=_check_conversation(body, ""),
         last_activity_at=_timestamp(body.get("last_activity_at"), "last_activity_at"),
         updated_at=_timestamp(body.get("updated_at"), "updated_at"),
-        uuid=f.opt_str(body.get("uuid"), "uuid"),
+        uuid=check.opt_str(body.get("uuid"), "uuid"),
         changed=frozenset(changed),
     )
 
 
 def _typing_event(event: Any, body: Mapping[str, Any]) -> TypingEvent:
-    conversation = f.obj(body.get("conversation"), "conversation")
+    conversation = check.obj(body.get("conversation"), "conversation")
     _check_conversation(conversation, "conversation.")
-    user = f.opt_obj(body.get("user"), "user")
-    user_type = f.opt_str(user.get("type", "contact"), "user.type")
-    account = f.opt_obj(conversation.get("account"), "conversation.account")
+    user = check.opt_obj(body.get("user"), "user")
+    user_type = check.opt_str(user.get("type", "contact"), "user.type")
+    account = check.opt_obj(conversation.get("account"), "conversation.account")
     return TypingEvent(
         event=event,
-        conversation_id=f.ident(conversation.get("id"), "conversation.id"),
-        account_id=f.ident(account.get("id"), "conversation.account.id"),
-        inbox_id=f.ident(conversation.get("inbox_id"), "conversation.inbox_id"),
-        is_private=f.opt_bool(body.get("is_private"), "is_private"),
+        conversation_id=check.ident(conversation.get("id"), "conversation.id"),
+        account_id=check.ident(account.get("id"), "conversation.account.id"),
+        inbox_id=check.ident(conversation.get("inbox_id"), "conversation.inbox_id"),
+        is_private=check.opt_bool(body.get("is_private"), "is_private"),
         user=dict(user),
         # A contact's webhook_data has no "type" key (removed in 2.15.0).
         is_contact=user_type == "contact",
@@ -316,29 +318,30 @@ def _timestamp(value: Any, field: str) -> float | None:
     try:
         return to_epoch(value)
     except ValueError:
-        raise f.FieldError(field, "a Unix time or an ISO-8601 timestamp") from None
+        raise check.FieldError(field, "a Unix time or an ISO-8601 timestamp") from None
 
 
 def _changed_attributes(raw: Any) -> dict[str, dict[str, Any]]:
     """``[{"status": {"previous_value", "current_value"}}, ...]`` (or one dict) as a dict."""
-    items = [raw] if isinstance(raw, Mapping) else f.objects(raw, "changed_attributes")
+    items = [raw] if isinstance(raw, Mapping) else check.objects(raw, "changed_attributes")
     out: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(items):
         for key, change in item.items():
             out[str(key)] = dict(change) if isinstance(change, Mapping) else {}
-        status = f.opt_obj(item.get("status"), f"changed_attributes[{i}].status")
-        f.opt_str(status.get("previous_value"), f"changed_attributes[{i}].status.previous_value")
+        name = f"changed_attributes[{i}].status"
+        status = check.opt_obj(item.get("status"), name)
+        check.opt_str(status.get("previous_value"), f"{name}.previous_value")
     return out
 
 
 def _check_conversation(conversation: Mapping[str, Any], prefix: str) -> str | None:
     """Check the conversation fields used to route it; its contact's identifier."""
-    meta = f.opt_obj(conversation.get("meta"), f"{prefix}meta")
-    sender = f.opt_obj(meta.get("sender"), f"{prefix}meta.sender")
-    f.opt_ident(sender.get("id"), f"{prefix}meta.sender.id")
-    contact_inbox = f.opt_obj(conversation.get("contact_inbox"), f"{prefix}contact_inbox")
-    f.opt_str(contact_inbox.get("source_id"), f"{prefix}contact_inbox.source_id")
-    identifier = f.opt_str(sender.get("identifier"), f"{prefix}meta.sender.identifier")
+    meta = check.opt_obj(conversation.get("meta"), f"{prefix}meta")
+    sender = check.opt_obj(meta.get("sender"), f"{prefix}meta.sender")
+    check.opt_ident(sender.get("id"), f"{prefix}meta.sender.id")
+    contact_inbox = check.opt_obj(conversation.get("contact_inbox"), f"{prefix}contact_inbox")
+    check.opt_str(contact_inbox.get("source_id"), f"{prefix}contact_inbox.source_id")
+    identifier = check.opt_str(sender.get("identifier"), f"{prefix}meta.sender.identifier")
     return identifier or None
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from diswoot.webhook import untrusted as f
+from diswoot.webhook import untrusted as check
 
 PING = 1
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,1000}")
@@ -25,32 +25,32 @@ def check_interaction(body: Mapping[str, Any]) -> int:
     """
     kind = body.get("type")
     if isinstance(kind, bool) or not isinstance(kind, int):
-        raise f.FieldError("type", "an integer")
+        raise check.FieldError("type", "an integer")
     if kind == PING:
         return kind
-    f.snowflake(body.get("id"), "id")
+    check.snowflake(body.get("id"), "id")
     token = body.get("token")
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise f.FieldError("token", "a URL-safe string")
-    f.opt_snowflake(body.get("application_id"), "application_id")
-    f.opt_snowflake(body.get("channel_id"), "channel_id")
+        raise check.FieldError("token", "a URL-safe string")
+    check.opt_snowflake(body.get("application_id"), "application_id")
+    check.opt_snowflake(body.get("channel_id"), "channel_id")
     context = body.get("context")
     if context is not None and (isinstance(context, bool) or not isinstance(context, int)):
-        raise f.FieldError("context", "an integer or null")
-    member = f.opt_obj(body.get("member"), "member")
+        raise check.FieldError("context", "an integer or null")
+    member = check.opt_obj(body.get("member"), "member")
     if member.get("user") is not None:
-        f.snowflake(f.obj(member["user"], "member.user").get("id"), "member.user.id")
+        check.snowflake(check.obj(member["user"], "member.user").get("id"), "member.user.id")
     else:
-        f.snowflake(f.obj(body.get("user"), "user").get("id"), "user.id")
-    message = f.opt_obj(body.get("message"), "message")
-    f.opt_snowflake(message.get("id"), "message.id")
-    f.opt_snowflake(message.get("channel_id"), "message.channel_id")
-    data = f.opt_obj(body.get("data"), "data")
-    f.opt_str(data.get("name"), "data.name")
-    f.opt_str(data.get("custom_id"), "data.custom_id")
-    for i, option in enumerate(f.objects(data.get("options"), "data.options")):
-        f.opt_str(option.get("name"), f"data.options[{i}].name")
-    f.objects(data.get("components"), "data.components")
+        check.snowflake(check.obj(body.get("user"), "user").get("id"), "user.id")
+    message = check.opt_obj(body.get("message"), "message")
+    check.opt_snowflake(message.get("id"), "message.id")
+    check.opt_snowflake(message.get("channel_id"), "message.channel_id")
+    data = check.opt_obj(body.get("data"), "data")
+    check.opt_str(data.get("name"), "data.name")
+    check.opt_str(data.get("custom_id"), "data.custom_id")
+    for i, option in enumerate(check.objects(data.get("options"), "data.options")):
+        check.opt_str(option.get("name"), f"data.options[{i}].name")
+    check.objects(data.get("components"), "data.components")
     return kind
 
 

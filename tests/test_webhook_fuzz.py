@@ -239,3 +239,8 @@ async def test_fuzzed_bodies_never_get_a_5xx_and_the_daemon_keeps_delivering(
             assert contents.count("after the garbage") == 1
             health = await world.http.get(world.base_url + "/health")
             assert health.status_code in (200, 503)
+            # end the typing indicators the garbage started, so that no request is cut off
+            # half-sent when the daemon stops
+            for typing_cid in daemon.outbound.typing.active:
+                daemon.outbound.typing.stop(typing_cid)
+            await world.wait_for(lambda: not daemon.outbound.typing.active)

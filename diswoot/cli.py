@@ -26,7 +26,7 @@ from diswoot.config import (
     webhook_auth_problem,
 )
 from diswoot.errors import find_fatal
-from diswoot.logs import setup_logging
+from diswoot.logs import config_secrets, setup_logging
 
 log = logging.getLogger("diswoot")
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_notes(env, env_file)
         print("See .env.example for every variable and its meaning.", file=sys.stderr)
         return EX_CONFIG
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, secrets=config_secrets(cfg))
     if command == "run":
         return run_daemon(cfg)
     if command == "deploy-commands":

@@ -20,8 +20,12 @@ import pytest
 import trio
 
 from diswoot.bridge.downloads import (
+    MAX_REDIRECTS,
+    Downloaded,
     DownloadFailed,
     DownloadUnavailable,
+    NotAllowed,
+    OriginPolicy,
     TooLarge,
     download,
     open_download,
@@ -208,6 +212,15 @@ async def test_a_file_gone_from_discord_becomes_a_note_and_the_text_arrives(
 # ---------------------------------------------------------------------- the downloader
 
 
+ALLOWED = OriginPolicy.build(
+    origins=["https://cdn.test", "https://cw.test"], hosts=["store.test"], where="the tests"
+)
+
+
+async def fetch(http: httpx.AsyncClient, url: str, *, max_bytes: int) -> Downloaded:
+    return await download(http, url, max_bytes=max_bytes, policy=ALLOWED)
+
+
 def serve(routes: dict[str, httpx.Response]) -> httpx.AsyncClient:
     def handler(request: httpx.Request) -> httpx.Response:
         return routes.get(request.url.path, httpx.Response(404))
@@ -228,9 +241,9 @@ async def test_download_returns_bytes_type_and_name() -> None:
     }
     with trio.fail_after(5):
         async with serve(routes) as http:
-            got = await download(http, "https://cdn.test/files/a%20b.png?ex=1", max_bytes=10)
+            got = await fetch(http, "https://cdn.test/files/a%20b.png?ex=1", max_bytes=10)
             assert (got.data, got.content_type, got.filename) == (b"png!", "image/png", "a b.png")
-            named = await download(http, "https://cdn.test/named", max_bytes=10)
+            named = await fetch(http, "https://cdn.test/named", max_bytes=10)
             assert named.filename == "naïve.txt"
 
 
@@ -245,18 +258,21 @@ async def test_download_stops_at_the_announced_or_streamed_size() -> None:
     with trio.fail_after(5):
         async with serve({"/big": httpx.Response(200, content=b"x" * 5000)}) as http:
             with pytest.raises(TooLarge) as announced:
-                await download(http, "https://cdn.test/big?hm=secret", max_bytes=4999)
+                await fetch(http, "https://cdn.test/big?hm=secret", max_bytes=4999)
             assert announced.value.size == 5000
             assert "secret" not in str(announced.value)
             assert (
-                await download(http, "https://cdn.test/big", max_bytes=5000)
+                await fetch(http, "https://cdn.test/big", max_bytes=5000)
             ).data == b"x" * 5000
         async with serve({"/stream": streamed()}) as http:
             with pytest.raises(TooLarge):
-                await download(http, "https://cdn.test/stream", max_bytes=2500)
+                await fetch(http, "https://cdn.test/stream", max_bytes=2500)
         gc.collect()  # an abandoned body left no suspended generator behind (trio would warn)
         async with serve({"/stream": streamed()}) as http:
-            async with open_download(http, "https://cdn.test/stream", max_bytes=10_000) as stream:
+            opened = open_download(
+                http, "https://cdn.test/stream", max_bytes=10_000, policy=ALLOWED
+            )
+            async with opened as stream:
                 assert stream.length is None
                 async with aclosing(stream.chunks()) as chunks:
                     assert b"".join([c async for c in chunks]) == b"x" * 10_000
@@ -276,7 +292,7 @@ async def test_download_errors_are_classified(status: int, error: type[Exception
     with trio.fail_after(5):
         async with serve({"/f": httpx.Response(status)}) as http:
             with pytest.raises(error):
-                await download(http, "https://cdn.test/f", max_bytes=10)
+                await fetch(http, "https://cdn.test/f", max_bytes=10)
 
 
 async def test_a_network_failure_is_transient_and_a_bad_url_permanent() -> None:
@@ -286,20 +302,80 @@ async def test_a_network_failure_is_transient_and_a_bad_url_permanent() -> None:
     with trio.fail_after(5):
         async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
             with pytest.raises(DownloadUnavailable):
-                await download(http, "https://cdn.test/f", max_bytes=10)
+                await fetch(http, "https://cdn.test/f", max_bytes=10)
         async with httpx.AsyncClient() as http:
             with pytest.raises(DownloadFailed):
-                await download(http, "ftp://cdn.test/f", max_bytes=10)
+                await fetch(http, "ftp://cdn.test/f", max_bytes=10)
 
 
-async def test_redirects_are_followed_only_when_asked() -> None:
-    routes = {
-        "/blob": httpx.Response(302, headers={"location": "https://store.test/real"}),
-        "/real": httpx.Response(200, content=b"data"),
-    }
+async def test_redirects_are_followed_only_within_the_policy() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        path = request.url.path
+        if path.startswith("/hop/"):
+            hop = int(path.rsplit("/", 1)[1])
+            if hop < 10:
+                return httpx.Response(302, headers={"location": f"/hop/{hop + 1}"})
+        redirects = {
+            "/blob": "https://store.test/real",
+            "/away": "https://evil.test/real",
+            "/file": "file:///etc/passwd",
+        }
+        if path in redirects:
+            return httpx.Response(302, headers={"location": redirects[path]})
+        return httpx.Response(200, content=b"data")
+
     with trio.fail_after(5):
-        async with serve(routes) as http:
-            assert (await download(http, "https://cw.test/blob", max_bytes=10)).data == b"data"
-            with pytest.raises(DownloadFailed) as refused:
-                await download(http, "https://cw.test/blob", max_bytes=10, follow_redirects=False)
-            assert refused.value.status == 302
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            got = await download(http, "https://cw.test/blob", max_bytes=10, policy=ALLOWED)
+            assert got.data == b"data"
+            assert seen == ["https://cw.test/blob", "https://store.test/real"]
+            for url in ("https://evil.test/x", "http://cw.test/x", "https://cw.test:8443/x"):
+                with pytest.raises(NotAllowed):
+                    await download(http, url, max_bytes=10, policy=ALLOWED)
+            for url in ("https://cw.test/away", "https://cw.test/file"):
+                seen.clear()
+                with pytest.raises(NotAllowed):
+                    await download(http, url, max_bytes=10, policy=ALLOWED)
+                assert seen == [url]  # the redirect target was never requested
+            five = f"https://cw.test/hop/{10 - MAX_REDIRECTS}"
+            assert (await download(http, five, max_bytes=10, policy=ALLOWED)).data == b"data"
+            seen.clear()
+            six = f"https://cw.test/hop/{10 - MAX_REDIRECTS - 1}"
+            with pytest.raises(DownloadFailed, match="redirects more than 5 times"):
+                await download(http, six, max_bytes=10, policy=ALLOWED)
+            assert len(seen) == MAX_REDIRECTS + 1
+
+
+def test_policy_hosts_ports_and_schemes() -> None:
+    policy = OriginPolicy.build(
+        origins=["http://127.0.0.1:3000"],
+        hosts=["files.example.com", "minio.internal:9000", "[::1]:8080"],
+        where="the tests",
+    )
+    allowed = [
+        "http://127.0.0.1:3000/rails/x",
+        "https://files.example.com/a",
+        "http://files.example.com/a",
+        "https://FILES.example.com./a",
+        "http://minio.internal:9000/b",
+        "https://minio.internal:9000/b",
+        "http://[::1]:8080/c",
+    ]
+    refused = [
+        "https://127.0.0.1:3000/rails/x",
+        "http://127.0.0.1:3001/rails/x",
+        "http://localhost:3000/rails/x",
+        "https://files.example.com:8443/a",
+        "http://minio.internal/b",
+        "http://files.example.com.evil.test/a",
+        "http://127.0.0.1:3000@evil.test/",
+        "http://127.0.0.1:3000\\@evil.test/",
+        "http://0x7f.0.0.1:3000/",
+        "ftp://files.example.com/a",
+        "/relative/path",
+    ]
+    assert [u for u in allowed if not policy.allows(httpx.URL(u))] == []
+    assert [u for u in refused if policy.allows(httpx.URL(u))] == []

@@ -21,7 +21,7 @@ from typing import Any, TypedDict
 
 import httpx
 
-from diswoot.bridge.downloads import DownloadFailed, TooLarge, download
+from diswoot.bridge.downloads import DownloadFailed, TooLarge, chatwoot_media_policy, download
 from diswoot.context import Context
 from diswoot.rest.client import UploadFile
 from diswoot.rest.errors import DiscordHTTPError
@@ -150,15 +150,18 @@ async def fetch_files(
 ) -> tuple[list[UploadFile], list[str]]:
     """Download ``files`` for upload; the link lines of those that must stay links.
 
-    Raises :class:`DownloadUnavailable` when a download failed for now.
+    Files are fetched only from Chatwoot's origin or CHATWOOT_MEDIA_HOSTS (redirects
+    included); any other URL stays a link and is never requested.  Raises
+    :class:`DownloadUnavailable` when a download failed for now.
     """
     limit = ctx.cfg.discord_upload_limit_mb * 1024 * 1024
+    policy = chatwoot_media_policy(ctx.cfg)
     uploads: list[UploadFile] = []
     links: list[str] = []
     async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
         for f in files:
             try:
-                got = await download(http, f["url"], max_bytes=limit, follow_redirects=True)
+                got = await download(http, f["url"], max_bytes=limit, policy=policy)
             except TooLarge:
                 links.append(f["link"])
                 continue

@@ -18,6 +18,7 @@ from diswoot.bridge.downloads import (
     DownloadFailed,
     DownloadStream,
     TooLarge,
+    discord_cdn_policy,
     open_download,
 )
 from diswoot.context import Context
@@ -38,7 +39,10 @@ class AttachmentTooLarge(Exception):
 
 
 class DmFiles:
-    """Opens the attachments of one DM, re-fetching the message once for fresh CDN URLs."""
+    """Opens the attachments of one DM, re-fetching the message once for fresh CDN URLs.
+
+    Only Discord's CDN (or DISCORD_API_BASE_URL's origin) is ever asked for a file.
+    """
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class DmFiles:
         self._http = http
         self._stack = stack
         self._max_bytes = max_bytes
+        self._policy = discord_cdn_policy(ctx.cfg)
         self._fresh: dict[str, str] | None = None
 
     async def url(self, attachment: dict[str, Any]) -> str:
@@ -80,7 +85,7 @@ class DmFiles:
 
     async def _open(self, url: str) -> DownloadStream:
         return await self._stack.enter_async_context(
-            open_download(self._http, url, max_bytes=self._max_bytes)
+            open_download(self._http, url, max_bytes=self._max_bytes, policy=self._policy)
         )
 
     async def _fresh_urls(self) -> dict[str, str]:

@@ -4,15 +4,19 @@ The webhook parser smooths over the differences ``chatwoot-api.md`` §2 lists: a
 ids live at the top level of message events but inside ``conversation`` for typing events and
 *are* the body for conversation events; ``message_type`` is a string in message webhooks and an
 integer elsewhere; timestamps are ISO-8601 strings, Unix integers or Unix floats depending on the
-field. Every timestamp here is normalised to Unix seconds (float).
+field. Every timestamp here is normalised to Unix seconds (float).  Each field the bridge uses
+is type-checked; a bad one raises ``FieldError`` naming it (the webhook answers 400).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from diswoot.webhook import untrusted as check
 
 MESSAGE_TYPES = ("incoming", "outgoing", "activity", "template")
 """REST ``message_type`` integers index into this tuple (0 incoming ... 3 template)."""
@@ -166,14 +170,12 @@ WebhookEvent = MessageEvent | ConversationEvent | TypingEvent
 def parse_webhook(body: Any) -> WebhookEvent | None:
     """Parse one webhook body; ``None`` for events the bridge does not use.
 
-    Raises ``ValueError`` when the body is not a JSON object, has no ``event`` or lacks the ids
-    its event type must carry.
+    Every field the bridge uses is checked: a missing id or a value of the wrong type raises
+    :class:`~diswoot.webhook.untrusted.FieldError` (a ``ValueError``) naming the field.
     """
     if not isinstance(body, Mapping):
         raise ValueError("webhook body is not a JSON object")
-    event = body.get("event")
-    if not isinstance(event, str):
-        raise ValueError("webhook body has no event name")
+    event = check.string(body.get("event"), "event")
     if event in _MESSAGE_EVENTS:
         return _message_event(event, body)
     if event in _CONVERSATION_EVENTS:
@@ -184,74 +186,88 @@ def parse_webhook(body: Any) -> WebhookEvent | None:
 
 
 def _message_event(event: Any, body: Mapping[str, Any]) -> MessageEvent:
-    conversation = _mapping(body.get("conversation"), "conversation")
-    account = body.get("account")
-    inbox = body.get("inbox")
-    account_id = account.get("id") if isinstance(account, Mapping) else None
+    conversation = check.obj(body.get("conversation"), "conversation")
+    contact_identifier = _check_conversation(conversation, "conversation.")
+    account_id = check.opt_obj(body.get("account"), "account").get("id")
     if account_id is None:
-        account_id = _optional_mapping(conversation.get("account")).get("id")
-    inbox_id = inbox.get("id") if isinstance(inbox, Mapping) else conversation.get("inbox_id")
-    sender = body.get("sender")
-    attachments = body.get("attachments") or []
-    content_attributes = body.get("content_attributes") or {}
-    if not isinstance(attachments, list) or not isinstance(content_attributes, Mapping):
-        raise ValueError("message attachments/content_attributes have the wrong type")
-    content = body.get("content")
+        account_id = check.opt_obj(conversation.get("account"), "conversation.account").get("id")
+    inbox_id = check.opt_obj(body.get("inbox"), "inbox").get("id")
+    if inbox_id is None:
+        inbox_id = conversation.get("inbox_id")
+    attributes = check.opt_obj(body.get("content_attributes"), "content_attributes")
+    check.opt_bool(attributes.get("deleted"), "content_attributes.deleted")
+    check.opt_str(attributes.get("external_error"), "content_attributes.external_error")
+    check.opt_str(
+        attributes.get("in_reply_to_external_id"), "content_attributes.in_reply_to_external_id"
+    )
+    try:
+        message_type = message_type_name(body.get("message_type"))
+    except ValueError:
+        expected = f"one of {', '.join(MESSAGE_TYPES)} (or 0-3)"
+        raise check.FieldError("message_type", expected) from None
     return MessageEvent(
         event=event,
-        message_id=_int(body.get("id"), "id"),
-        conversation_id=_int(conversation.get("id"), "conversation.id"),
-        account_id=_int(account_id, "account.id"),
-        inbox_id=_int(inbox_id, "inbox.id"),
-        message_type=message_type_name(body.get("message_type")),
-        private=bool(body.get("private")),
-        content=content if isinstance(content, str) else None,
-        content_type=str(body.get("content_type") or "text"),
-        content_attributes=dict(content_attributes),
-        attachments=[dict(a) for a in attachments if isinstance(a, Mapping)],
-        sender=dict(sender) if isinstance(sender, Mapping) else None,
-        contact_identifier=_contact_identifier(conversation),
-        conversation_status=_optional_str(conversation.get("status")),
-        created_at=to_epoch(body.get("created_at")),
+        message_id=check.ident(body.get("id"), "id"),
+        conversation_id=check.ident(conversation.get("id"), "conversation.id"),
+        account_id=check.ident(account_id, "account.id"),
+        inbox_id=check.ident(inbox_id, "inbox.id"),
+        message_type=message_type,
+        private=check.opt_bool(body.get("private"), "private"),
+        content=check.opt_str(body.get("content"), "content"),
+        content_type=check.opt_str(body.get("content_type"), "content_type") or "text",
+        content_attributes=dict(attributes),
+        attachments=_attachments(body.get("attachments")),
+        sender=None if body.get("sender") is None else dict(check.obj(body["sender"], "sender")),
+        contact_identifier=contact_identifier,
+        conversation_status=check.opt_str(conversation.get("status"), "conversation.status"),
+        created_at=_timestamp(body.get("created_at"), "created_at"),
     )
 
 
+def _attachments(value: Any) -> list[dict[str, Any]]:
+    """The attachment objects, with the fields the bridge reads checked."""
+    items = check.objects(value, "attachments")
+    for i, item in enumerate(items):
+        for key in ("data_url", "file_type", "content_type", "fallback_title"):
+            check.opt_str(item.get(key), f"attachments[{i}].{key}")
+        check.size(item.get("file_size"), f"attachments[{i}].file_size")
+    return [dict(item) for item in items]
+
+
 def _conversation_event(event: Any, body: Mapping[str, Any]) -> ConversationEvent:
-    account_id = _optional_mapping(body.get("account")).get("id", body.get("account_id"))
-    status = body.get("status")
-    if not isinstance(status, str):
-        raise ValueError("conversation event has no status")
+    account_id = check.opt_obj(body.get("account"), "account").get("id", body.get("account_id"))
     changed = _changed_attributes(body.get("changed_attributes"))
     previous = changed.get("status", {}).get("previous_value")
-    uuid = body.get("uuid")
     return ConversationEvent(
         event=event,
-        conversation_id=_int(body.get("id"), "id"),
-        account_id=_int(account_id, "account.id"),
-        inbox_id=_int(body.get("inbox_id"), "inbox_id"),
-        status=status,
+        conversation_id=check.ident(body.get("id"), "id"),
+        account_id=check.ident(account_id, "account.id"),
+        inbox_id=check.ident(body.get("inbox_id"), "inbox_id"),
+        status=check.string(body.get("status"), "status"),
         previous_status=previous if isinstance(previous, str) else None,
-        contact_identifier=_contact_identifier(body),
-        last_activity_at=to_epoch(body.get("last_activity_at")),
-        updated_at=to_epoch(body.get("updated_at")),
-        uuid=uuid if isinstance(uuid, str) else None,
+        contact_identifier=_check_conversation(body, ""),
+        last_activity_at=_timestamp(body.get("last_activity_at"), "last_activity_at"),
+        updated_at=_timestamp(body.get("updated_at"), "updated_at"),
+        uuid=check.opt_str(body.get("uuid"), "uuid"),
         changed=frozenset(changed),
     )
 
 
 def _typing_event(event: Any, body: Mapping[str, Any]) -> TypingEvent:
-    conversation = _mapping(body.get("conversation"), "conversation")
-    user = _optional_mapping(body.get("user"))
-    account_id = _optional_mapping(conversation.get("account")).get("id")
+    conversation = check.obj(body.get("conversation"), "conversation")
+    _check_conversation(conversation, "conversation.")
+    user = check.opt_obj(body.get("user"), "user")
+    user_type = check.opt_str(user.get("type", "contact"), "user.type")
+    account = check.opt_obj(conversation.get("account"), "conversation.account")
     return TypingEvent(
         event=event,
-        conversation_id=_int(conversation.get("id"), "conversation.id"),
-        account_id=_int(account_id, "conversation.account.id"),
-        inbox_id=_int(conversation.get("inbox_id"), "conversation.inbox_id"),
-        is_private=bool(body.get("is_private")),
+        conversation_id=check.ident(conversation.get("id"), "conversation.id"),
+        account_id=check.ident(account.get("id"), "conversation.account.id"),
+        inbox_id=check.ident(conversation.get("inbox_id"), "conversation.inbox_id"),
+        is_private=check.opt_bool(body.get("is_private"), "is_private"),
         user=dict(user),
         # A contact's webhook_data has no "type" key (removed in 2.15.0).
-        is_contact=user.get("type", "contact") == "contact",
+        is_contact=user_type == "contact",
     )
 
 
@@ -267,58 +283,66 @@ def message_type_name(value: Any) -> str:
 
 
 def to_epoch(value: Any) -> float | None:
-    """Unix seconds from an int/float epoch, a numeric string or an ISO-8601 string."""
-    if value is None or isinstance(value, bool):
+    """Unix seconds from an int/float epoch, a numeric string or an ISO-8601 string.
+
+    ValueError for anything else that is not null, and for values that are not finite.
+    """
+    if value is None or value == "":
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and value:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise ValueError(f"bad timestamp {value!r}") from None
-    return None
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            seconds = _epoch_from_text(value)
+        else:
+            raise ValueError(f"not a timestamp: {type(value).__name__}")
+    except OverflowError:
+        raise ValueError(f"timestamp out of range: {value!r:.40}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"timestamp out of range: {value!r:.40}")
+    return seconds
+
+
+def _epoch_from_text(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OSError):
+        raise ValueError(f"bad timestamp {text!r:.40}") from None
+
+
+def _timestamp(value: Any, field: str) -> float | None:
+    try:
+        return to_epoch(value)
+    except ValueError:
+        raise check.FieldError(field, "a Unix time or an ISO-8601 timestamp") from None
 
 
 def _changed_attributes(raw: Any) -> dict[str, dict[str, Any]]:
     """``[{"status": {"previous_value", "current_value"}}, ...]`` (or one dict) as a dict."""
-    items = [raw] if isinstance(raw, Mapping) else raw if isinstance(raw, list) else []
+    items = [raw] if isinstance(raw, Mapping) else check.objects(raw, "changed_attributes")
     out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        if isinstance(item, Mapping):
-            for key, change in item.items():
-                out[str(key)] = dict(change) if isinstance(change, Mapping) else {}
+    for i, item in enumerate(items):
+        for key, change in item.items():
+            out[str(key)] = dict(change) if isinstance(change, Mapping) else {}
+        name = f"changed_attributes[{i}].status"
+        status = check.opt_obj(item.get("status"), name)
+        check.opt_str(status.get("previous_value"), f"{name}.previous_value")
     return out
 
 
-def _contact_identifier(conversation: Mapping[str, Any]) -> str | None:
-    sender = _optional_mapping(_optional_mapping(conversation.get("meta")).get("sender"))
-    ident = sender.get("identifier")
-    return str(ident) if ident not in (None, "") else None
-
-
-def _mapping(value: Any, name: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"webhook body has no {name} object")
-    return value
-
-
-def _optional_mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _optional_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"webhook body has no integer {name}")
-    return value
+def _check_conversation(conversation: Mapping[str, Any], prefix: str) -> str | None:
+    """Check the conversation fields used to route it; its contact's identifier."""
+    meta = check.opt_obj(conversation.get("meta"), f"{prefix}meta")
+    sender = check.opt_obj(meta.get("sender"), f"{prefix}meta.sender")
+    check.opt_ident(sender.get("id"), f"{prefix}meta.sender.id")
+    contact_inbox = check.opt_obj(conversation.get("contact_inbox"), f"{prefix}contact_inbox")
+    check.opt_str(contact_inbox.get("source_id"), f"{prefix}contact_inbox.source_id")
+    identifier = check.opt_str(sender.get("identifier"), f"{prefix}meta.sender.identifier")
+    return identifier or None
 
 
 __all__ = [

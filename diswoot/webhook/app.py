@@ -2,7 +2,8 @@
 
 ``POST /webhook`` answers 2xx only after the event is stored (or recognised as a duplicate or
 as irrelevant); the work itself happens in the outbound queue, so a slow Discord never makes
-Chatwoot's 5-second webhook timeout fire.
+Chatwoot's 5-second webhook timeout fire.  Input never causes a 5xx: a body that is not JSON the
+bridge accepts, or has a field of the wrong type, gets a 400 that names the problem.
 """
 
 from __future__ import annotations
@@ -14,21 +15,60 @@ import re
 import time
 from typing import Any
 
-from discord_interactions import verify_key
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from diswoot.bridge.interactions import InteractionRouter
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.chatwoot.signature import verify
+from diswoot.config import webhook_auth_problem
 from diswoot.context import Context
 from diswoot.metrics import CONTENT_TYPE
+from diswoot.webhook.interaction_body import PING, check_interaction
+from diswoot.webhook.provenance import ConfirmationUnavailable, NotConfirmed, Provenance
+from diswoot.webhook.untrusted import BodyError, FieldError, parse_json
 
 log = logging.getLogger("diswoot.webhook")
 
 MAX_BODY_BYTES = 1024 * 1024
 INTERACTION_MAX_AGE = 300.0
+PATH_PREFIX = "/webhook/"
+GATED_ROUTE = "/webhook/~gated"
+"""The path Quart (and every log line it writes) sees instead of ``/webhook/<token>``."""
+_GATE_PASSED = "diswoot.path_token_ok"
 _SIGNATURE_HEX = re.compile(r"[0-9a-fA-F]{128}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_EVENT_NAME = re.compile(r"[a-z_]{1,40}")
+
+
+class PathTokenGate:
+    """ASGI middleware: checks ``/webhook/<token>`` before Quart routes the request.
+
+    The request continues as :data:`GATED_ROUTE` with the outcome in the scope, so the token
+    never reaches Quart's routing, request objects or error logs.
+    """
+
+    def __init__(self, app: ASGIFramework, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and isinstance(path, str) and path.startswith(PATH_PREFIX):
+            given = path[len(PATH_PREFIX) :].encode("utf-8", "surrogatepass")
+            matches = bool(self.token) and hmac.compare_digest(given, self.token)
+            scope = {  # type: ignore[assignment]
+                **scope,
+                "path": GATED_ROUTE,
+                "raw_path": GATED_ROUTE.encode(),
+                _GATE_PASSED: matches,
+            }
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -38,11 +78,20 @@ def create_app(
     app = QuartTrio("diswoot")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    if not cfg.webhook_secret and not cfg.webhook_path_token:
+    app.asgi_app = PathTokenGate(app.asgi_app, cfg.webhook_path_token)  # type: ignore[method-assign]
+    refused = webhook_auth_problem(cfg)
+    provenance: Provenance | None = None
+    if refused is not None:
+        log.error("POST /webhook refuses every request: %s", refused)
+    elif not cfg.webhook_secret and not cfg.webhook_path_token:
+        provenance = Provenance(ctx)
         log.warning(
-            "POST /webhook accepts unauthenticated requests: set WEBHOOK_SECRET (Chatwoot 4.12+) "
-            "or WEBHOOK_PATH_TOKEN"
+            "WEBHOOK_ALLOW_UNAUTHENTICATED=true: POST /webhook accepts unauthenticated requests; "
+            "each event is checked against Chatwoot's API before it is stored. Set "
+            "WEBHOOK_SECRET (Chatwoot 4.12+) or WEBHOOK_PATH_TOKEN instead"
         )
+    key = cfg.discord_public_key
+    public_key = VerifyKey(bytes.fromhex(key)) if key else None
 
     def problem(status: int, message: str) -> tuple[dict[str, Any], int]:
         ctx.metrics.webhooks.labels(outcome=str(status)).inc()
@@ -50,19 +99,27 @@ def create_app(
 
     async def accept(raw: bytes) -> tuple[dict[str, Any], int]:
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return problem(400, "body is not valid JSON")
+            body = parse_json(raw)
+        except BodyError as exc:
+            return problem(400, str(exc))
         if not isinstance(body, dict):
             return problem(400, "body must be a JSON object")
         if _echo_or_note(body):
             ctx.metrics.webhooks.labels(outcome="ignored").inc()
             return {"ok": True, "outcome": "ignored"}, 200
         try:
+            if provenance is not None:
+                body = await provenance.confirm(body)
             outcome = await outbound.accept_webhook(body)
-        except ValueError as exc:
-            log.warning("rejected a malformed %r webhook: %s", body.get("event"), exc)
-            return problem(400, f"malformed {body.get('event')!r} event: {exc}")
+        except NotConfirmed as exc:
+            log.warning("unauthenticated %s webhook not stored: %s", _event_name(body), exc)
+            return problem(422, str(exc))
+        except ConfirmationUnavailable as exc:
+            log.warning("unauthenticated %s webhook not stored: %s", _event_name(body), exc)
+            return problem(503, "could not check the event with Chatwoot; try again")
+        except ValueError as exc:  # FieldError: names the field, carries no content
+            log.warning("rejected a malformed %s webhook: %s", _event_name(body), exc)
+            return problem(400, str(exc))
         ctx.metrics.webhooks.labels(outcome=outcome).inc()
         return {"ok": True, "outcome": outcome}, 200
 
@@ -82,33 +139,37 @@ def create_app(
                 return problem(401, "invalid or missing signature")
         elif cfg.webhook_path_token:
             return problem(401, "use the configured webhook path token")
+        elif refused is not None:
+            return problem(403, "webhooks are disabled: set WEBHOOK_SECRET or WEBHOOK_PATH_TOKEN")
         return await accept(raw)
 
-    @app.post("/webhook/<token>")
-    async def webhook_with_token(token: str) -> tuple[dict[str, Any], int]:
-        expected = cfg.webhook_path_token
-        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+    @app.post(GATED_ROUTE)
+    async def webhook_with_token() -> tuple[dict[str, Any], int]:
+        if request.scope.get(_GATE_PASSED) is not True:
             return problem(404, "not found")
         raw = await _raw_body()
         return await accept(raw)
 
     @app.post("/interactions")
     async def discord_interactions() -> Response | tuple[dict[str, Any], int]:
-        if not cfg.discord_public_key:
+        if public_key is None:
             return {"error": "HTTP interactions are not enabled"}, 404
         raw = await _raw_body()
         signature = request.headers.get("X-Signature-Ed25519", "")
         timestamp = request.headers.get("X-Signature-Timestamp", "")
-        if not _signature_ok(raw, signature, timestamp, cfg.discord_public_key):
+        if not signature_ok(public_key, raw, signature, timestamp, now=time.time()):
             ctx.metrics.interactions.labels(kind="bad_signature").inc()
             return {"error": "invalid request signature"}, 401
         try:
-            data = json.loads(raw)
-        except ValueError:
-            return {"error": "body is not valid JSON"}, 400
-        if not isinstance(data, dict):
-            return {"error": "body must be a JSON object"}, 400
-        if data.get("type") == 1:
+            data = parse_json(raw)
+            if not isinstance(data, dict):
+                raise BodyError("body must be a JSON object")
+            kind = check_interaction(data)
+        except (BodyError, FieldError) as exc:
+            ctx.metrics.interactions.labels(kind="malformed").inc()
+            log.warning("rejected a malformed interaction: %s", exc)
+            return {"error": str(exc)}, 400
+        if kind == PING:
             ctx.metrics.interactions.labels(kind="ping").inc()
             return {"type": 1}, 200
         answer = await interactions.handle_http(data)
@@ -151,16 +212,30 @@ def _echo_or_note(body: dict[str, Any]) -> bool:
     )
 
 
+def _event_name(body: dict[str, Any]) -> str:
+    """The event name for a log line, only when it looks like one (no arbitrary content)."""
+    event = body.get("event")
+    return repr(event) if isinstance(event, str) and _EVENT_NAME.fullmatch(event) else "?"
+
+
 async def _raw_body() -> bytes:
     """The request body exactly as received (signatures are computed over these bytes)."""
     data = await request.get_data(cache=False, as_text=False)
     return data if isinstance(data, bytes) else data.encode()
 
 
-def _signature_ok(raw: bytes, signature: str, timestamp: str, public_key: str) -> bool:
-    """Ed25519 over timestamp + raw body (discord-interactions), plus a freshness check."""
-    if not _SIGNATURE_HEX.fullmatch(signature) or not timestamp.isdigit():
+def signature_ok(key: VerifyKey, raw: bytes, signature: str, timestamp: str, *, now: float) -> bool:
+    """Discord's Ed25519 signature over timestamp + raw body, and a fresh timestamp.
+
+    PyNaCl (libsodium) verifies directly: ``discord_interactions.verify_key`` prints every
+    failure to stdout.  The timestamp must be ASCII digits (``str.isdigit`` accepts ``²``).
+    """
+    if not _SIGNATURE_HEX.fullmatch(signature) or not _TIMESTAMP.fullmatch(timestamp):
         return False
-    if abs(time.time() - int(timestamp)) > INTERACTION_MAX_AGE:
+    if abs(now - int(timestamp)) > INTERACTION_MAX_AGE:
         return False
-    return bool(verify_key(raw, signature, timestamp, public_key))
+    try:
+        key.verify(timestamp.encode() + raw, bytes.fromhex(signature))
+    except BadSignatureError:
+        return False
+    return True

@@ -185,12 +185,13 @@ async def test_identify_ready_and_events(
         tcp_fake.dispatch("MESSAGE_CREATE", dm("4"))
         tcp_fake.dispatch("TYPING_START", {"channel_id": "12", "user_id": "7", "timestamp": 99})
         tcp_fake.dispatch("MESSAGE_DELETE", {"id": "4", "channel_id": "12"})
-        tcp_fake.dispatch("INTERACTION_CREATE", {"id": "50", "type": 3, "token": "t"})
+        interaction = {"id": "50", "type": 3, "token": "t", "user": {"id": "9"}}
+        tcp_fake.dispatch("INTERACTION_CREATE", interaction)
         created = await h.next_event()
         assert isinstance(created, MessageCreate) and created.id == "4"
         assert await h.next_event() == TypingStart("12", "7", 99)
         assert await h.next_event() == MessageDelete("4", "12")
-        assert await h.next_event() == InteractionCreate({"id": "50", "type": 3, "token": "t"})
+        assert await h.next_event() == InteractionCreate(interaction)
         await h.finish()
         assert h.session.seq == 9  # READY + 8 dispatches, ignored ones included
 

@@ -243,7 +243,7 @@ def test_other_dispatches() -> None:
     assert parse_dispatch("TYPING_START", typing, OWN_ID) == TypingStart("2", "9", 1700000000)
     assert parse_dispatch("TYPING_START", {**typing, "guild_id": "3"}, OWN_ID) is None
     assert parse_dispatch("TYPING_START", {**typing, "user_id": OWN_ID}, OWN_ID) is None
-    interaction = {"id": "5", "type": 2, "token": "tok"}
+    interaction = {"id": "5", "type": 2, "token": "tok", "user": {"id": "9"}}
     assert parse_dispatch("INTERACTION_CREATE", interaction, OWN_ID) == InteractionCreate(
         interaction
     )

@@ -199,7 +199,9 @@ def test_a_resume_url_that_is_not_a_websocket_url_is_dropped() -> None:
         ("MESSAGE_DELETE", {"id": "1"}, "channel_id is not a snowflake string"),
         ("TYPING_START", {"channel_id": CHANNEL, "user_id": USER, "timestamp": "now"},
          "timestamp is not an integer"),
-        ("INTERACTION_CREATE", {"id": "5", "type": 2}, "token is not a non-empty string"),
+        ("INTERACTION_CREATE", {"id": "5", "type": 2}, "field 'token' must be a URL-safe string"),
+        ("INTERACTION_CREATE", {"id": "5", "type": 3, "token": "t", "user": ["x"]},
+         "field 'user' must be an object"),
     ],
 )
 def test_a_malformed_dispatch_is_rejected_and_acknowledged(t: str, d: Any, detail: str) -> None:
@@ -370,5 +372,6 @@ def test_a_malformed_message_cannot_be_built_at_all() -> None:
 
 
 def test_a_valid_interaction_flows_through() -> None:
-    data = {"id": "1300000000000000100", "type": 3, "token": "aW50", "data": {}}
+    data = {"id": "1300000000000000100", "type": 3, "token": "aW50", "data": {},
+            "user": {"id": USER}}
     assert parse_dispatch("INTERACTION_CREATE", data, BOT) == InteractionCreate(data)

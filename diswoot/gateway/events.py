@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from diswoot.webhook.interaction_body import check_interaction
+from diswoot.webhook.untrusted import FieldError
+
 from .shapes import (
     MalformedEvent,
     an_object,
@@ -312,10 +315,9 @@ def parse_dispatch(name: str, d: Any, own_user_id: str | None) -> GatewayEvent |
             return None
         return TypingStart(channel_id=channel_id, user_id=user_id, timestamp=timestamp)
     if name == "INTERACTION_CREATE":
-        snowflake(d, "id")
-        if not isinstance(d.get("token"), str) or not d["token"]:
-            raise MalformedEvent("token is not a non-empty string")
-        if not is_int(d.get("type")):
-            raise MalformedEvent("type is not an integer")
+        try:  # the same fields an HTTP interaction must have
+            check_interaction(d)
+        except FieldError as exc:
+            raise MalformedEvent(str(exc)) from None
         return InteractionCreate(d)
     return None

@@ -30,6 +30,7 @@ import trio
 from diswoot.config import Config, test_config
 from diswoot.testing.fake_chatwoot import FakeChatwoot
 from diswoot.testing.fake_discord import FakeDiscord
+from diswoot.testing.fake_gateway import FakeGateway
 
 WEBHOOK_SECRET = "test-webhook-secret"  # noqa: S105 - the fakes' shared test secret
 
@@ -107,6 +108,24 @@ class World:
                 if value:
                     return value
                 await trio.sleep(poll)
+
+    async def acknowledged_seq(self) -> int:
+        """The seq the gateway client acknowledges once every dispatch so far was handled.
+
+        Requests heartbeats (op 1) until the answer names the fake gateway's last seq, or
+        for ten seconds; the bot's own messages may still be arriving as dispatches.
+        """
+        fake = self.discord.gateway
+        assert isinstance(fake, FakeGateway), "needs the socket gateway fake"
+        with trio.move_on_after(10):
+            while True:
+                beats = len(fake.heartbeats)
+                fake.send_op(1, None)
+                await self.wait_for(lambda n=beats: len(fake.heartbeats) > n)
+                if fake.heartbeats[-1]["d"] == fake.last_seq:
+                    break
+                await trio.sleep(0.02)
+        return int(fake.heartbeats[-1]["d"])
 
     async def post_webhook(
         self, body: bytes, headers: Mapping[str, str] | None = None, path: str = "/webhook"

@@ -2,7 +2,8 @@
 
 Run after the Ed25519 signature was checked, before the body reaches the interaction router:
 a body Discord would never send gets a 400 naming the field instead of an error deep inside a
-handler.  PING (type 1) needs nothing but its type.
+handler.  PING (type 1) needs nothing but its type.  The gateway checks INTERACTION_CREATE
+with the same function (a malformed one is a rejected event).
 """
 
 from __future__ import annotations

@@ -119,9 +119,8 @@ class World:
         assert isinstance(fake, FakeGateway), "needs the socket gateway fake"
         with trio.move_on_after(10):
             while True:
-                beats = len(fake.heartbeats)
                 fake.send_op(1, None)
-                await self.wait_for(lambda n=beats: len(fake.heartbeats) > n)
+                await self.wait_for(partial(_grew, fake.heartbeats, len(fake.heartbeats)))
                 if fake.heartbeats[-1]["d"] == fake.last_seq:
                     break
                 await trio.sleep(0.02)
@@ -225,3 +224,7 @@ async def daemon_process(
             if proc.returncode is None:
                 proc.kill()
             nursery.cancel_scope.cancel()
+
+
+def _grew(items: list[Any], size: int) -> bool:
+    return len(items) > size

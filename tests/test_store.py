@@ -168,6 +168,41 @@ async def test_queued_calls_share_one_thread_hop_and_keep_their_own_results(
     assert hops < 20  # calls queued while a batch ran were taken together
 
 
+async def test_a_batch_commits_once_and_a_failing_call_undoes_only_its_own_writes(
+    tmp_path: Path,
+) -> None:
+    def half_then_fail(db: sqlite3.Connection) -> None:
+        with q.transaction(db):
+            q.add_job(db, "q", "half", "l", "k", {}, 1.0)
+            raise ValueError("second statement failed")
+
+    commits: list[str] = []
+
+    def count_commits(db: sqlite3.Connection) -> None:
+        db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    async def failing() -> None:
+        try:
+            await store.call(half_then_fail)
+        except ValueError:
+            pass
+
+    async with open_store(tmp_path / "t.db") as store:
+        await store.call(count_commits)
+        commits.clear()
+        before = store.batches
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(store.call, q.add_job, "q", f"k{i}", "l", "k", {}, 1.0)
+            nursery.start_soon(failing)
+            for i in range(10, 20):
+                nursery.start_soon(store.call, q.add_job, "q", f"k{i}", "l", "k", {}, 1.0)
+        batches, committed = store.batches - before, len(commits)
+        keys = {job.dedupe_key for job in await store.call(q.pending_jobs, "q")}
+    assert keys == {f"k{i}" for i in range(20)}  # "half" was rolled back, nothing else
+    assert committed == batches < 21  # one commit per batch, not per call
+
+
 async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: Path) -> None:
     async with open_store(tmp_path / "t.db") as store:
         async with trio.open_nursery() as nursery:

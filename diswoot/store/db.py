@@ -3,7 +3,8 @@
 Every query is a plain synchronous function ``fn(db, *args)`` (see :mod:`diswoot.store.queries`)
 run through :meth:`Store.call`, which hands it to a worker thread with ``trio.to_thread`` so
 the trio loop never blocks on disk.  At most one batch of calls runs at a time, so all use of
-the connection is serialised, and calls that queue up meanwhile share the next thread hop.
+the connection is serialised, and calls that queue up meanwhile share the next thread hop and
+the next transaction: a batch commits once (group commit), each call being a savepoint of it.
 
 Durability: WAL with ``synchronous=NORMAL`` survives a crash or SIGKILL of the daemon (every
 committed transaction is in the WAL); after a power loss the last few commits may be lost, which
@@ -42,10 +43,40 @@ class _Call:
         self.wake = trio.Event()  # set when the call ran, or when its caller must lead
 
 
-def _run_batch(batch: list[_Call]) -> None:
-    """Worker thread: run queued calls in order; each keeps its own outcome."""
+def _run_batch(db: sqlite3.Connection, batch: list[_Call]) -> None:
+    """Worker thread: run queued calls in order in one transaction (one commit for all).
+
+    Each call keeps its own outcome: its writes are a savepoint of the batch's transaction
+    (``queries.transaction``), undone alone when it fails.  If SQLite aborts the transaction
+    (e.g. a full disk) or the commit fails, every call of it fails with that error: none of
+    their writes was stored.
+    """
+    group: list[_Call] = []
     for item in batch:
+        if not db.in_transaction:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:  # e.g. a read-only disk: each call on its own (reads work)
+                item.result = outcome.capture(item.fn)
+                continue
         item.result = outcome.capture(item.fn)
+        group.append(item)
+        if not db.in_transaction:  # SQLite rolled the whole transaction back
+            _fail(group, sqlite3.OperationalError("the batch's transaction was aborted"))
+            group = []
+    if db.in_transaction:
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            _fail(group, exc)
+
+
+def _fail(group: list[_Call], exc: Exception) -> None:
+    for item in group:
+        if not isinstance(item.result, outcome.Error):
+            item.result = outcome.Error(exc)
 
 
 class Store:
@@ -94,7 +125,7 @@ class Store:
         self.batches += 1
         try:
             # abandon_on_cancel=False: a cancelled leader still waits for its batch to finish
-            await trio.to_thread.run_sync(_run_batch, batch)
+            await trio.to_thread.run_sync(_run_batch, self._db, batch)
         finally:
             for item in batch:
                 if item.result is None:

@@ -273,3 +273,52 @@ def test_accept_dm_add_jobs_ticket_state_and_begin_post(tmp_path: Path) -> None:
     assert q.begin_post(db, job.id, payload, 7) == 70
     assert payload["posting"] == {"conversation_id": 7, "after": 70}
     assert q.pending_jobs(db, "inbound")[0].payload["posting"] == payload["posting"]
+
+
+# ---- routing state in memory, written through
+
+
+async def test_routing_rows_are_served_from_memory_and_written_through(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "t.db") as store:
+        await store.call(q.upsert_user, "u1", 1.0, dm_channel_id="c1")
+        await store.call(q.upsert_conversation, 7, "u1", 1.0, status="open")
+        batches = store.batches
+        assert (await store.user("u1")).dm_channel_id == "c1"  # type: ignore[union-attr]
+        assert (await store.conversation(7)).status == "open"  # type: ignore[union-attr]
+        assert store.batches == batches  # no store call: both were written through
+        # every write path updates memory, whichever query made it
+        await store.call(q.change_conversation_status, 7, "resolved", 2.0)
+        await store.call(q.set_user_conversation, "u1", 7, 2.0)
+        assert (await store.conversation(7)).status == "resolved"  # type: ignore[union-attr]
+        assert (await store.user("u1")).conversation_id == 7  # type: ignore[union-attr]
+
+        def fails_after_writing(db: sqlite3.Connection) -> None:
+            with q.transaction(db):
+                db.execute("UPDATE conversations SET status = 'open' WHERE conversation_id = 7")
+                raise ValueError("rolled back")
+
+        try:
+            await store.call(fails_after_writing)
+        except ValueError:
+            pass
+        assert (await store.conversation(7)).status == "resolved"  # type: ignore[union-attr]
+        # a miss is read once, and an absent row is remembered as absent
+        assert await store.user("nobody") is None
+        batches = store.batches
+        assert await store.user("nobody") is None
+        assert store.batches == batches
+        await store.call(q.upsert_user, "nobody", 3.0)
+        assert await store.user("nobody") is not None  # the insert replaced "absent"
+    async with open_store(tmp_path / "t.db") as store:  # a restart loads them
+        batches = store.batches
+        assert (await store.conversation(7)).status == "resolved"  # type: ignore[union-attr]
+        assert store.batches == batches
+
+
+async def test_the_routing_cache_keeps_at_most_its_limit(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "t.db") as store:
+        store.routing.users.limit = 5
+        for i in range(8):
+            await store.call(q.upsert_user, f"u{i}", float(i))
+        assert len(store.routing.users.rows) == 5
+        assert (await store.user("u0")) is not None  # evicted: read through the store

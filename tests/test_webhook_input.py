@@ -311,7 +311,7 @@ async def test_an_error_inside_the_token_route_never_logs_the_token(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    raw = json.dumps(typing_body()).encode()
+    raw = json.dumps(status_body()).encode()  # a status change writes to the store
     path = f"/webhook/{PATH_TOKEN}"
     with trio.fail_after(CEILING):
         async with bridge_world(

@@ -142,7 +142,7 @@ class CsatFlow:
         """An ephemeral error unless the conversation is known and belongs to this user."""
         conv = None
         if conversation_id is not None:
-            conv = await self.ctx.store.call(q.get_conversation, conversation_id)
+            conv = await self.ctx.store.conversation(conversation_id)
         if conv is None or user_id is None or conv.discord_id != user_id:
             return ephemeral(
                 embeds.error_embed(self.ctx.cfg, "This survey is not available any more.")
@@ -186,7 +186,7 @@ class CsatFlow:
         return {"submitted": p["rating"]}
 
     async def _uuid(self, conversation_id: int) -> str:
-        conv = await self.ctx.store.call(q.get_conversation, conversation_id)
+        conv = await self.ctx.store.conversation(conversation_id)
         if conv is not None and conv.uuid:
             return conv.uuid
         data = await self.ctx.chatwoot.get_conversation(conversation_id)

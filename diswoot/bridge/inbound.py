@@ -450,7 +450,7 @@ class InboundBridge:
         self, discord_id: str, inbox: InboxConfig | None, hours: WorkingHours, conversation_id: int
     ) -> None:
         """Allow mode: one out-of-office notice per ticket."""
-        conv = await self.ctx.store.call(q.get_conversation, conversation_id)
+        conv = await self.ctx.store.conversation(conversation_id)
         if conv is None or conv.ooo_notified_at is not None:
             return
         await self._out_of_office(

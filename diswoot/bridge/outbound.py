@@ -100,7 +100,7 @@ class OutboundBridge:
         """An agent typing (not a private note, not our own contact-typing echo); not stored."""
         if event.is_private or event.is_contact:
             return "ignored"
-        conv = await self.ctx.store.call(q.get_conversation, event.conversation_id)
+        conv = await self.ctx.store.conversation(event.conversation_id)
         if conv is None:
             return "ignored"
         if event.on:
@@ -185,7 +185,7 @@ class OutboundBridge:
     async def _accept_update(self, event: MessageEvent) -> str:
         """``message_updated``: an agent deleted a reply, or retried one that failed."""
         cid, mid = event.conversation_id, event.message_id
-        conv = await self.ctx.store.call(q.get_conversation, cid)
+        conv = await self.ctx.store.conversation(cid)
         if conv is None:
             return "ignored"
         if event.deleted:
@@ -240,7 +240,7 @@ class OutboundBridge:
         )
         store, now = self.ctx.store, self.ctx.clock()
         if not status_change:
-            conv = await store.call(q.get_conversation, cid)
+            conv = await store.conversation(cid)
             if conv is not None and conv.status is None:
                 await store.call(q.change_conversation_status, cid, event.status, now)
             return "ignored"
@@ -277,7 +277,7 @@ class OutboundBridge:
     ) -> str | None:
         """The Discord user of a conversation; maps an unknown one by its contact identifier."""
         store = self.ctx.store
-        conv = await store.call(q.get_conversation, conversation_id)
+        conv = await store.conversation(conversation_id)
         if conv is not None:
             return conv.discord_id
         discord_id = discord_id_from_identifier(identifier)

@@ -193,7 +193,7 @@ class Reconciler:
         )
         if discord_id is None:
             return 0
-        known = await self.ctx.store.call(q.get_conversation, cid)
+        known = await self.ctx.store.conversation(cid)
         cursor = known.reconcile_cursor if known is not None else None
         try:
             if cursor is None:

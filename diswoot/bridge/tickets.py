@@ -122,7 +122,7 @@ class Tickets:
         return self.ctx.inbox.current or await self.ctx.inbox.get()
 
     async def user(self, discord_id: str) -> User | None:
-        return await self.ctx.store.call(q.get_user, discord_id)
+        return await self.ctx.store.user(discord_id)
 
     # ------------------------------------------------------------------ contacts
     async def ensure_contact(self, user: dict[str, Any]) -> tuple[int, str]:
@@ -131,7 +131,7 @@ class Tickets:
         username, name = str(user.get("username") or ""), display_name(user)
         store, now = self.ctx.store, self.ctx.clock()
         async with self._locks.hold(discord_id):
-            row = await store.call(q.get_user, discord_id)
+            row = await store.user(discord_id)
             if row is not None and row.contact_id is not None and row.source_id:
                 renamed = (row.username, row.display_name) != (username, name)
                 if renamed and user.get("username"):  # a full user object, with news
@@ -228,7 +228,7 @@ class Tickets:
         self, discord_id: str, conversation_id: int
     ) -> tuple[ConversationChoice | None, str | None]:
         """(choice, None) to keep the mapped conversation, (None, its status) to replace it."""
-        conv = await self.ctx.store.call(q.get_conversation, conversation_id)
+        conv = await self.ctx.store.conversation(conversation_id)
         verified = False
         if conv is None or conv.status is None:
             conv, verified = await self._fetch(discord_id, conversation_id), True
@@ -288,7 +288,7 @@ class Tickets:
             await store.call(q.forget_user_contact, discord_id, self.ctx.clock())
             raise ContactGone(f"contact {user.contact_id} of user {discord_id} is gone") from exc
         conversation_id = int(data["id"])
-        known = await store.call(q.get_conversation, conversation_id)
+        known = await store.conversation(conversation_id)
         conv = await self._remember(discord_id, data)
         await store.call(q.set_user_conversation, discord_id, conversation_id, self.ctx.clock())
         if known is not None:  # lock_to_single_conversation: Chatwoot returned the last one
@@ -300,13 +300,13 @@ class Tickets:
 
     async def forget_conversation(self, discord_id: str, conversation_id: int) -> None:
         """The conversation was deleted in Chatwoot: the next DM starts a new one."""
-        user = await self.ctx.store.call(q.get_user, discord_id)
+        user = await self.ctx.store.user(discord_id)
         if user is not None and user.conversation_id == conversation_id:
             log.warning("conversation %d of user %s was deleted", conversation_id, discord_id)
             await self.ctx.store.call(q.set_user_conversation, discord_id, None, self.ctx.clock())
 
     async def _contact_user(self, discord_id: str) -> User:
-        user = await self.ctx.store.call(q.get_user, discord_id)
+        user = await self.ctx.store.user(discord_id)
         if user is None or user.contact_id is None or not user.source_id:
             raise NoTicket(f"user {discord_id} has no Chatwoot contact yet")
         return user
@@ -317,10 +317,10 @@ class Tickets:
 
         Raises :class:`ChatwootNotFound` (after forgetting it) when it was deleted.
         """
-        user = await self.ctx.store.call(q.get_user, discord_id)
+        user = await self.ctx.store.user(discord_id)
         if user is None or user.conversation_id is None:
             return None
-        conv = await self.ctx.store.call(q.get_conversation, user.conversation_id)
+        conv = await self.ctx.store.conversation(user.conversation_id)
         if conv is not None and not refresh:
             return conv
         try:
@@ -343,7 +343,7 @@ class Tickets:
             previous: str | None = None
             expired = False
             if user.conversation_id is not None:
-                conv = await self.ctx.store.call(q.get_conversation, user.conversation_id)
+                conv = await self.ctx.store.conversation(user.conversation_id)
                 expired = (
                     conv is not None
                     and conv.status in CLOSED_STATUSES
@@ -372,7 +372,7 @@ class Tickets:
         does not send a second notice.  Raises :class:`ChatwootNotFound` when it was deleted.
         """
         async with self._locks.hold(discord_id):
-            user = await self.ctx.store.call(q.get_user, discord_id)
+            user = await self.ctx.store.user(discord_id)
             if user is None or user.conversation_id is None:
                 return None
             conversation_id, store, now = user.conversation_id, self.ctx.store, self.ctx.clock()
@@ -401,7 +401,7 @@ class Tickets:
     ) -> str | None:
         """Store a status we caused; return the previous one."""
         store = self.ctx.store
-        before = await store.call(q.get_conversation, conversation_id)
+        before = await store.conversation(conversation_id)
         await store.call(
             q.upsert_conversation, conversation_id, discord_id, self.ctx.clock(), status=status
         )

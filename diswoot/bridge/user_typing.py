@@ -103,7 +103,7 @@ class TypingRelay:
         inbox = self.ctx.inbox.current
         if inbox is None or not inbox.inbox_identifier:
             return None
-        user = await self.ctx.store.call(q.get_user, user_id)
+        user = await self.ctx.store.user(user_id)
         if user is None or not user.source_id or user.conversation_id is None:
             return None
         return inbox.inbox_identifier, user.source_id, user.conversation_id

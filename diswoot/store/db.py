@@ -24,6 +24,16 @@ from typing import Any, TypeVar, cast
 import outcome
 import trio
 
+from diswoot.store.models import Conversation, User
+from diswoot.store.routing import (
+    Absent,
+    Change,
+    RoutingState,
+    install_change_hooks,
+    load_recent,
+    read_rows,
+    read_through,
+)
 from diswoot.store.schema import MIGRATIONS
 
 log = logging.getLogger("diswoot.store")
@@ -43,13 +53,16 @@ class _Call:
         self.wake = trio.Event()  # set when the call ran, or when its caller must lead
 
 
-def _run_batch(db: sqlite3.Connection, batch: list[_Call]) -> None:
+def _run_batch(
+    db: sqlite3.Connection, batch: list[_Call], touched: set[tuple[str, Any]]
+) -> list[Change]:
     """Worker thread: run queued calls in order in one transaction (one commit for all).
 
     Each call keeps its own outcome: its writes are a savepoint of the batch's transaction
     (``queries.transaction``), undone alone when it fails.  If SQLite aborts the transaction
     (e.g. a full disk) or the commit fails, every call of it fails with that error: none of
-    their writes was stored.
+    their writes was stored.  Returns the committed state of the routing rows the batch wrote
+    or missed (:mod:`diswoot.store.routing`).
     """
     group: list[_Call] = []
     for item in batch:
@@ -71,6 +84,9 @@ def _run_batch(db: sqlite3.Connection, batch: list[_Call]) -> None:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             _fail(group, exc)
+    changes = read_rows(db, touched)
+    touched.clear()
+    return changes
 
 
 def _fail(group: list[_Call], exc: Exception) -> None:
@@ -90,12 +106,31 @@ class Store:
     transaction and its own result or exception.
     """
 
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, path: str, touched: set[tuple[str, Any]] | None = None
+    ) -> None:
         self._db = db
         self._queued: list[_Call] = []
         self._running = False
+        self._touched: set[tuple[str, Any]] = set() if touched is None else touched
+        self.routing = RoutingState()
         self.path = path
         self.batches = 0  # hand-overs so far (observability, benchmark)
+
+    async def user(self, discord_id: str) -> User | None:
+        """The user's row from memory (read through the store on a miss)."""
+        row = self.routing.users.get(discord_id)
+        if isinstance(row, Absent):
+            return cast(User | None, await self.call(read_through, "users", discord_id))
+        return row
+
+    async def conversation(self, conversation_id: int) -> Conversation | None:
+        """The conversation's row from memory (read through the store on a miss)."""
+        row = self.routing.conversations.get(conversation_id)
+        if isinstance(row, Absent):
+            row = await self.call(read_through, "conversations", conversation_id)
+            return cast(Conversation | None, row)
+        return row
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(db, *args, **kwargs)`` in a worker thread, serialised with all others."""
@@ -125,7 +160,8 @@ class Store:
         self.batches += 1
         try:
             # abandon_on_cancel=False: a cancelled leader still waits for its batch to finish
-            await trio.to_thread.run_sync(_run_batch, self._db, batch)
+            changes = await trio.to_thread.run_sync(_run_batch, self._db, batch, self._touched)
+            self.routing.apply(changes)  # before any caller of the batch runs again
         finally:
             for item in batch:
                 if item.result is None:
@@ -190,8 +226,12 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
     """Open the database at ``path`` (migrated) for the duration of the block."""
     spath = str(path)
     db = await trio.to_thread.run_sync(partial(connect, spath, factory=CONNECTION_FACTORY))
+    touched: set[tuple[str, Any]] = set()
     try:
-        yield Store(db, spath)
+        await trio.to_thread.run_sync(install_change_hooks, db, touched)
+        store = Store(db, spath, touched)
+        store.routing.apply(await trio.to_thread.run_sync(load_recent, db))
+        yield store
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(db.close)

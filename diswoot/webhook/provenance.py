@@ -86,7 +86,7 @@ class Provenance:
         confirmed.update({key: found.get(key) for key in _MESSAGE_FIELDS})
         confirmed["account"] = {"id": self.ctx.cfg.chatwoot_account_id}
         confirmed["inbox"] = {"id": self.ctx.cfg.chatwoot_inbox_id}
-        if await self.ctx.store.call(q.get_conversation, cid) is None:
+        if await self.ctx.store.conversation(cid) is None:
             confirmed["conversation"] = await self._fetch_conversation(cid)
         else:  # routed by the stored mapping; the body's contact is not looked at
             confirmed["conversation"] = {"id": cid}

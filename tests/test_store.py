@@ -93,8 +93,7 @@ async def test_user_and_conversation_queries(tmp_path: Path) -> None:
         assert await store.call(q.mark_ooo_notified, 7, 23.0) is True
         assert await store.call(q.mark_ooo_notified, 7, 24.0) is False
         await store.call(q.set_closed_by_user, 7, 25.0)
-        assert await store.call(q.take_closed_by_user, 7) is True
-        assert await store.call(q.take_closed_by_user, 7) is False
+        assert (await store.call(q.get_conversation, 7)).closed_by_user_at == 25.0
 
 
 async def test_jobs_links_csat_and_kv(tmp_path: Path) -> None:
@@ -229,7 +228,9 @@ def test_record_inbound_delivery_matches_the_separate_queries(tmp_path: Path) ->
     q.change_conversation_status(separate, 7, "open", 5.0)
     q.upsert_user(separate, "u1", 5.0, dm_channel_id="c1")
     q.note_last_message(separate, "u1", "m9", 5.0)
-    user = q.record_inbound_delivery(
+    inbound = q.add_job(combined, "inbound", "m9", "u1", "message", {}, 4.0)
+    assert inbound is not None
+    reaction = q.record_inbound_delivery(
         combined,
         discord_message_id="m9",
         chatwoot_message_id=70,
@@ -238,36 +239,31 @@ def test_record_inbound_delivery_matches_the_separate_queries(tmp_path: Path) ->
         discord_id="u1",
         now=5.0,
         reopened=True,
+        finish=(inbound.id, {"ok": 1}),
+        then=q.JobToAdd("outbound", "react:m9", "chan:c1", "reaction", {"m": "m9"}),
     )
-    assert user == q.get_user(separate, "u1")
+    assert reaction is not None and reaction.dedupe_key == "react:m9"
+    [done] = q.list_jobs(combined, states=("done",))
+    assert done.id == inbound.id and done.result == {"ok": 1}
+    assert q.get_user(combined, "u1") == q.get_user(separate, "u1")
     assert q.get_conversation(combined, 7) == q.get_conversation(separate, 7)
     assert q.links_for_discord(combined, "m9") == q.links_for_discord(separate, "m9")
 
 
-def test_accept_dm_add_jobs_ticket_state_and_begin_post(tmp_path: Path) -> None:
+def test_accept_dms_and_begin_post(tmp_path: Path) -> None:
     db = connect(str(tmp_path / "t.db"))
-    job = q.accept_dm(
-        db, "inbound", "u1", "message", {"n": 1}, 2.0,
-        discord_id="u1", channel_id="c1", message_id="900",
-    )
+    first = q.DmToStore("u1", "message", {"n": 1}, "u1", "c1", "900")
+    [job] = q.accept_dms(db, "inbound", [first], 2.0)
     assert job is not None and job.dedupe_key == "900"
-    again = q.accept_dm(
-        db, "inbound", "u1", "message", {"n": 1}, 3.0,
-        discord_id="u1", channel_id="c2", message_id="900",
-    )
-    assert again is None  # a duplicate changes nothing
+    again = first._replace(channel_id="c2")
+    more = q.DmToStore("u1", "message", {"n": 2}, "u1", "c1", "901")
+    stored = q.accept_dms(db, "inbound", [again, more], 3.0)
+    assert stored[0] is None  # a duplicate changes nothing
+    assert stored[1] is not None and stored[1].dedupe_key == "901"
     user = q.get_user(db, "u1")
-    assert user is not None and (user.dm_channel_id, user.last_message_id) == ("c1", "900")
-    stored = q.add_jobs(db, "inbound", [("900", "u1", "message", {}), ("901", "u1", "m", {})], 4.0)
-    assert stored[0] is None and stored[1] is not None and stored[1].dedupe_key == "901"
-
-    q.set_user_conversation(db, "u1", 7, 5.0)
+    assert user is not None and (user.dm_channel_id, user.last_message_id) == ("c1", "901")
     q.upsert_conversation(db, 7, "u1", 5.0, status="open")
     q.add_link(db, "900", 70, 7, "c1", "in", 5.0)
-    found, conversation, links = q.ticket_state(db, "u1", "900")
-    assert found is not None and conversation is not None and conversation.status == "open"
-    assert [link.chatwoot_message_id for link in links] == [70]
-    assert q.ticket_state(db, "nobody") == (None, None, [])
 
     payload: dict[str, object] = {"message": {}}
     assert q.begin_post(db, job.id, payload, 7) == 70

@@ -30,7 +30,7 @@ DM is shown to agents (:class:`diswoot.bridge.user_typing.TypingRelay`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -54,7 +54,7 @@ from diswoot.bridge.downloads import (
     DownloadUnavailable,
     TooLarge,
 )
-from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater
+from diswoot.bridge.jobs import Finished, JobQueue, PermanentFailure, RetryLater
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.tickets import ContactGone, ConversationChoice, Tickets
 from diswoot.bridge.user_typing import TypingRelay
@@ -91,33 +91,38 @@ class InboundBridge:
         self._stop = trio.Event()  # the service's, once start_background has run
 
     # ------------------------------------------------------------------ gateway side
-    async def accept_message(self, event: MessageCreate) -> bool:
-        """Store the DM as a job (no network call); False for a duplicate.
+    async def accept_messages(self, events: Sequence[MessageCreate]) -> list[bool]:
+        """Store DMs as jobs in one transaction (no network call); False for a duplicate.
 
-        The user's DM channel and newest DM id are noted with it: the backfill starts there.
+        Each user's DM channel and newest DM id are noted with them: the backfill starts there.
         """
         now = self.ctx.clock()
-        payload = {"message": event.data, "received_at": now}
-        # one transaction (one worker-thread hop): the job and the user's DM bookkeeping
-        job = await self.ctx.store.call(
-            q.accept_dm,
-            self.queue.name,
-            event.author_id,
-            KIND_MESSAGE,
-            payload,
-            now,
-            discord_id=event.author_id,
-            channel_id=event.channel_id,
-            message_id=event.id,
-        )
-        if job is None:
-            self.queue.note_duplicate()
-            return False
-        self.queue.schedule_stored(job)
-        self.ctx.discord.remember_dm_channel(event.author_id, event.channel_id)
-        self.ctx.metrics.dms_received.inc()
-        self.typing.message_sent(event.author_id)
-        return True
+        dms = [
+            q.DmToStore(
+                lane=event.author_id,
+                kind=KIND_MESSAGE,
+                payload={"message": event.data, "received_at": now},
+                discord_id=event.author_id,
+                channel_id=event.channel_id,
+                message_id=event.id,
+            )
+            for event in events
+        ]
+        jobs = await self.ctx.store.call(q.accept_dms, self.queue.name, dms, now)
+        for event, job in zip(events, jobs, strict=True):
+            if job is None:
+                self.queue.note_duplicate()
+                continue
+            self.queue.schedule_stored(job)
+            self.ctx.discord.remember_dm_channel(event.author_id, event.channel_id)
+            self.ctx.metrics.dms_received.inc()
+            self.typing.message_sent(event.author_id)
+        return [job is not None for job in jobs]
+
+    async def accept_message(self, event: MessageCreate) -> bool:
+        """:meth:`accept_messages` for one DM."""
+        [stored] = await self.accept_messages([event])
+        return stored
 
     async def accept_edit(self, event: MessageUpdate) -> None:
         """Store an edit of a DM; it becomes a private note if the DM was forwarded."""
@@ -157,7 +162,7 @@ class InboundBridge:
         await nursery.start(self.typing.run, stop)
 
     # ------------------------------------------------------------------ delivery
-    async def handle(self, job: Job) -> dict[str, Any] | None:
+    async def handle(self, job: Job) -> dict[str, Any] | Finished | None:
         """Deliver one stored job (the queue's handler; failures follow ``jobs.classify``)."""
         try:
             if job.kind == KIND_MESSAGE:
@@ -174,7 +179,7 @@ class InboundBridge:
             raise RetryLater(str(exc), delay=0.0) from exc
         raise PermanentFailure(f"unknown inbound job kind {job.kind!r}")
 
-    async def _deliver_message(self, job: Job) -> dict[str, Any]:
+    async def _deliver_message(self, job: Job) -> dict[str, Any] | Finished:
         data: dict[str, Any] = job.payload["message"]
         message_id, channel_id = str(data["id"]), str(data["channel_id"])
         author: dict[str, Any] = data["author"]
@@ -184,11 +189,14 @@ class InboundBridge:
         hours = WorkingHours.from_inbox(inbox.raw) if inbox else WorkingHours.always_open()
         received = datetime.fromtimestamp(received_at, UTC)
         outside = not hours.is_open(received)
-        links = await self.ctx.store.call(q.links_for_discord, message_id)
-        link = next((lk for lk in links if lk.direction == "in"), None)
+        link = None
+        if "posting" in job.payload:  # an earlier attempt POSTed: it may have been recorded
+            links = await self.ctx.store.call(q.links_for_discord, message_id)
+            link = next((lk for lk in links if lk.direction == "in"), None)
         if link is not None:
             conversation_id, chatwoot_id = link.conversation_id, link.chatwoot_message_id
-            choice = None
+            await self._confirm(channel_id, message_id)
+            result: dict[str, Any] = {}
         else:
             if outside and not self.ctx.cfg.outside_hours_behavior:
                 await self._out_of_office(
@@ -197,42 +205,37 @@ class InboundBridge:
                 return {"outcome": "denied_outside_hours"}
             choice, posted = await self._route_and_post(job, author, data, outside)
             conversation_id, chatwoot_id = choice.conversation_id, int(posted["id"])
-            await self._record_delivery(data, choice, chatwoot_id, received_at)
+            result = {"created": choice.created, "reopened": choice.reopened}
+        result.update(conversation_id=conversation_id, chatwoot_message_id=chatwoot_id)
         self._told_saved.discard(discord_id)
-
-        await self._confirm(channel_id, message_id)
+        user = await self.ctx.store.user(discord_id)
+        followups = outside or user is None or user.greeted_at is None
+        if link is None:
+            # the link, the activity, the confirm reaction and (steady state) the job's end
+            reaction = self.outbound.reaction_job(channel_id, message_id)
+            added = await self.ctx.store.call(
+                q.record_inbound_delivery,
+                discord_message_id=message_id,
+                chatwoot_message_id=chatwoot_id,
+                conversation_id=conversation_id,
+                channel_id=channel_id,
+                discord_id=discord_id,
+                now=self.ctx.clock(),
+                reopened=bool(result["reopened"]),
+                finish=None if followups else (job.id, result),
+                then=reaction,
+            )
+            if added is not None:
+                self.outbound.queue.schedule_stored(added)
+            self.ctx.metrics.dms_forwarded.inc()
+            latency = max(0.0, self.ctx.clock() - received_at)
+            self.ctx.metrics.delivery_latency.labels("inbound").observe(latency)
+        if not followups:
+            return Finished(result)
         await self._greet(discord_id, inbox, conversation_id)
         if outside:
             await self._out_of_office_once(discord_id, inbox, hours, conversation_id)
-        result: dict[str, Any] = {
-            "conversation_id": conversation_id,
-            "chatwoot_message_id": chatwoot_id,
-        }
-        if choice is not None:
-            result.update(created=choice.created, reopened=choice.reopened)
         return result
-
-    async def _record_delivery(
-        self,
-        data: dict[str, Any],
-        choice: ConversationChoice,
-        chatwoot_id: int,
-        received_at: float,
-    ) -> None:
-        """Link the DM to its Chatwoot message; note the activity; count it."""
-        store, now = self.ctx.store, self.ctx.clock()
-        message_id, channel_id = str(data["id"]), str(data["channel_id"])
-        discord_id, conversation_id = str(data["author"]["id"]), choice.conversation_id
-        await store.call(
-            q.add_link, message_id, chatwoot_id, conversation_id, channel_id, "in", now
-        )
-        await store.call(q.touch_conversation, conversation_id, now)
-        if choice.reopened:  # Chatwoot reopens a resolved/snoozed conversation on a new DM
-            await store.call(q.change_conversation_status, conversation_id, "open", now)
-        await store.call(q.upsert_user, discord_id, now, dm_channel_id=channel_id)
-        await store.call(q.note_last_message, discord_id, message_id, now)
-        self.ctx.metrics.dms_forwarded.inc()
-        self.ctx.metrics.delivery_latency.labels("inbound").observe(max(0.0, now - received_at))
 
     async def _route_and_post(
         self, job: Job, author: dict[str, Any], data: dict[str, Any], outside: bool
@@ -294,9 +297,7 @@ class InboundBridge:
                 log.info("%s %s is in Chatwoot already (%s)", job.kind, source_id, found["id"])
                 return found
         async with self._uploads(job, files) as (parts, notes):
-            after = await store.call(q.newest_linked_chatwoot_message, conversation_id)
-            job.payload["posting"] = {"conversation_id": conversation_id, "after": after}
-            await store.call(q.update_job_payload, job.id, job.payload)
+            await store.call(q.begin_post, job.id, job.payload, conversation_id)
             text = "\n".join(line for line in (content, *notes) if line)
             return await self.ctx.chatwoot.create_message(
                 conversation_id,

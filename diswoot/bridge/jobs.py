@@ -84,7 +84,14 @@ def classify(exc: Exception) -> Failure:
     return Failure(Verdict.UNEXPECTED, f"{type(exc).__name__}: {exc}")
 
 
-JobHandler = Callable[[Job], Awaitable[dict[str, Any] | None]]
+@dataclass(frozen=True)
+class Finished:
+    """A handler's answer when it ended its job itself, in the transaction of its own writes."""
+
+    result: dict[str, Any] | None = None
+
+
+JobHandler = Callable[[Job], Awaitable[dict[str, Any] | Finished | None]]
 
 
 @dataclass
@@ -257,7 +264,8 @@ class JobQueue:
             result = await self._handler(job)
         except Exception as exc:
             return await self._failed(job, exc)
-        await self.store.call(q.finish_job, job.id, self._clock(), result)
+        if not isinstance(result, Finished):
+            await self.store.call(q.finish_job, job.id, self._clock(), result)
         self.counters.done += 1
         if self._on_done is not None:
             self._on_done(job, trio.current_time() - started)

@@ -333,14 +333,18 @@ class OutboundBridge:
         Queued per DM channel rather than awaited in the user's inbound lane, so the next DM
         of that user is not held behind Discord's reaction rate limit.
         """
+        job = self.reaction_job(channel_id, message_id)
+        if job is not None:
+            await self.queue.submit(job.kind, job.dedupe_key, job.lane, job.payload)
+
+    def reaction_job(self, channel_id: str, message_id: str) -> q.JobToAdd | None:
+        """The job of :meth:`send_reaction`, for a caller that stores it in its own step."""
         emoji = self.ctx.cfg.confirm_emoji
         if not emoji:
-            return
-        await self.queue.submit(
-            "reaction",
-            f"react:{message_id}",
-            f"chan:{channel_id}",
-            {"channel_id": channel_id, "message_id": message_id, "emoji": emoji},
+            return None
+        payload = {"channel_id": channel_id, "message_id": message_id, "emoji": emoji}
+        return q.JobToAdd(
+            self.queue.name, f"react:{message_id}", f"chan:{channel_id}", "reaction", payload
         )
 
     async def _deliver_reaction(self, job: Job) -> dict[str, Any]:

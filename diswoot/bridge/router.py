@@ -1,9 +1,10 @@
 """Hands gateway events to the component that owns them.
 
 The gateway never calls bridge code; it only sends typed events.  This task receives them in
-order and makes each durable (inbound DMs are stored before anything else) or starts its
-handler.  Interactions run concurrently in the router's own nursery (each must be answered
-within Discord's 3 seconds, whatever else is going on).  An event that was rejected by the
+order and makes each durable (inbound DMs are stored before anything else; the DMs waiting in
+the channel together are stored in one transaction) or starts its handler.  Interactions run
+concurrently in the router's own nursery (each must be answered within Discord's 3 seconds,
+whatever else is going on).  An event that was rejected by the
 gateway's parser, or whose handling fails, is logged once (type, id, reason; never content),
 counted in ``diswoot_events_rejected_total`` and skipped: no event can end the router.  When
 the gateway closes the channel on shutdown, the router drains what is left and returns.
@@ -35,6 +36,9 @@ from diswoot.gateway.events import (
 from diswoot.supervise import describe_error
 
 log = logging.getLogger("diswoot.router")
+
+GROUP_MAX = 256
+"""DMs waiting in the channel that are stored in one transaction, at most."""
 
 _EVENT_TYPES: dict[type[Any], str] = {
     Ready: "READY",
@@ -110,6 +114,28 @@ async def _route(
             reject(ctx, event)
 
 
+async def _store_dms(ctx: Context, inbound: InboundBridge, dms: list[MessageCreate]) -> None:
+    """Store DMs that waited together in one transaction (group commit)."""
+    try:
+        await inbound.accept_messages(dms)
+    except Exception as exc:
+        for event in dms:
+            _handler_failed(ctx, event, exc)
+
+
+def _waiting(
+    first: GatewayEvent, events_rx: trio.MemoryReceiveChannel[GatewayEvent]
+) -> list[GatewayEvent]:
+    """``first`` and the events already waiting behind it (at most :data:`GROUP_MAX`)."""
+    batch = [first]
+    while len(batch) < GROUP_MAX:
+        try:
+            batch.append(events_rx.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batch
+
+
 async def route_events(
     events_rx: trio.MemoryReceiveChannel[GatewayEvent],
     ctx: Context,
@@ -118,8 +144,18 @@ async def route_events(
 ) -> None:
     """Route every event until the gateway closes the channel (see the module docstring)."""
     async with events_rx, trio.open_nursery() as nursery:
-        async for event in events_rx:
-            try:
-                await _route(event, ctx, inbound, interactions, nursery)
-            except Exception as exc:  # trio.Cancelled is a BaseException: it propagates
-                _handler_failed(ctx, event, exc)
+        async for first in events_rx:
+            dms: list[MessageCreate] = []
+            for event in _waiting(first, events_rx):
+                if isinstance(event, MessageCreate) and not interactions.is_text_command(event):
+                    dms.append(event)
+                    continue
+                if dms:  # in order: the DMs before this event are stored first
+                    await _store_dms(ctx, inbound, dms)
+                    dms = []
+                try:
+                    await _route(event, ctx, inbound, interactions, nursery)
+                except Exception as exc:  # trio.Cancelled is a BaseException: it propagates
+                    _handler_failed(ctx, event, exc)
+            if dms:
+                await _store_dms(ctx, inbound, dms)

@@ -10,7 +10,6 @@ import trio
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.context import Context
 from diswoot.gateway.events import TypingStart
-from diswoot.store import queries as q
 
 log = logging.getLogger("diswoot.typing")
 

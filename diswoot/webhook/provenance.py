@@ -18,7 +18,6 @@ import trio
 from diswoot.chatwoot.errors import ChatwootError, ChatwootNotFound, ChatwootUnavailable
 from diswoot.chatwoot.models import ConversationEvent, MessageEvent, parse_webhook
 from diswoot.context import Context
-from diswoot.store import queries as q
 
 T = TypeVar("T")
 

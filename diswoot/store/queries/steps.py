@@ -1,0 +1,159 @@
+"""Bridge steps that change several tables: each is one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from diswoot.store.models import Job
+from diswoot.store.queries.jobs import _insert_job, finish_job
+from diswoot.store.queries.links import newest_linked_chatwoot_message
+from diswoot.store.queries.tx import transaction
+
+
+def _note_dm(
+    db: sqlite3.Connection, discord_id: str, channel_id: str, message_id: str, now: float
+) -> None:
+    """Inside the caller's transaction: the user's DM channel, newest DM id (only forward)."""
+    db.execute(
+        """INSERT INTO users (discord_id, dm_channel_id, last_message_id, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (discord_id) DO UPDATE SET
+               dm_channel_id = excluded.dm_channel_id,
+               last_message_id = CASE
+                   WHEN users.last_message_id IS NULL
+                     OR CAST(users.last_message_id AS INTEGER)
+                        < CAST(excluded.last_message_id AS INTEGER)
+                   THEN excluded.last_message_id
+                   ELSE users.last_message_id END,
+               updated_at = excluded.updated_at""",
+        (discord_id, channel_id, message_id, now, now),
+    )
+
+
+class DmToStore(NamedTuple):
+    """One DM for :func:`accept_dms`: its job (keyed by the message id) and its user."""
+
+    lane: str
+    kind: str
+    payload: dict[str, Any]
+    discord_id: str
+    channel_id: str
+    message_id: str
+
+
+def accept_dms(
+    db: sqlite3.Connection, queue: str, dms: Iterable[DmToStore], now: float
+) -> list[Job | None]:
+    """Store DMs as jobs, with each user's DM bookkeeping, in one transaction (group commit).
+
+    One entry per DM, in order: the stored job, or None for a duplicate (nothing changed).
+    """
+    jobs: list[Job | None] = []
+    with transaction(db):
+        for dm in dms:
+            job = _insert_job(db, queue, dm.message_id, dm.lane, dm.kind, dm.payload, now)
+            if job is not None:
+                _note_dm(db, dm.discord_id, dm.channel_id, dm.message_id, now)
+            jobs.append(job)
+    return jobs
+
+
+class JobToAdd(NamedTuple):
+    """A job another step stores in its own transaction (see :func:`record_inbound_delivery`)."""
+
+    queue: str
+    dedupe_key: str
+    lane: str
+    kind: str
+    payload: dict[str, Any]
+
+
+def begin_post(
+    db: sqlite3.Connection, job_id: int, payload: dict[str, Any], conversation_id: int
+) -> int | None:
+    """Write the posting attempt into the job before a POST Chatwoot cannot dedupe.
+
+    Sets ``payload["posting"] = {"conversation_id", "after"}`` (``after``: the newest Chatwoot
+    message the bridge linked in that conversation) and stores the payload; returns ``after``.
+    """
+    with transaction(db):
+        after = newest_linked_chatwoot_message(db, conversation_id)
+        payload["posting"] = {"conversation_id": conversation_id, "after": after}
+        db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
+    return after
+
+
+def record_inbound_delivery(
+    db: sqlite3.Connection,
+    *,
+    discord_message_id: str,
+    chatwoot_message_id: int,
+    conversation_id: int,
+    channel_id: str,
+    discord_id: str,
+    now: float,
+    reopened: bool = False,
+    finish: tuple[int, dict[str, Any] | None] | None = None,
+    then: JobToAdd | None = None,
+) -> Job | None:
+    """What a forwarded DM changes, in one transaction.
+
+    The link (direction in), the conversation's activity (and status open when
+    ``reopened``), the user's DM channel and newest DM; ``finish`` = (job id, result) ends
+    the inbound job in the same transaction; ``then`` is stored too (e.g. the confirm
+    reaction) and returned (None: a duplicate, or none asked).
+    """
+    added: Job | None = None
+    with transaction(db):
+        db.execute(
+            """INSERT OR IGNORE INTO message_links (discord_message_id, chatwoot_message_id,
+                   conversation_id, discord_channel_id, direction, created_at)
+               VALUES (?, ?, ?, ?, 'in', ?)""",
+            (discord_message_id, chatwoot_message_id, conversation_id, channel_id, now),
+        )
+        if reopened:
+            db.execute(
+                """UPDATE conversations SET status = 'open', status_at = ?,
+                       last_activity_at = MAX(COALESCE(last_activity_at, 0), ?)
+                   WHERE conversation_id = ?""",
+                (now, now, conversation_id),
+            )
+        else:
+            db.execute(
+                """UPDATE conversations
+                   SET last_activity_at = MAX(COALESCE(last_activity_at, 0), ?)
+                   WHERE conversation_id = ?""",
+                (now, conversation_id),
+            )
+        _note_dm(db, discord_id, channel_id, discord_message_id, now)
+        if finish is not None:
+            finish_job(db, finish[0], now, finish[1])
+        if then is not None:
+            added = _insert_job(db, *then, now)
+    return added
+
+
+def record_outbound_part(
+    db: sqlite3.Connection,
+    job_id: int,
+    payload: dict[str, Any],
+    discord_message_id: str,
+    discord_channel_id: str,
+    chatwoot_message_id: int | None,
+    conversation_id: int | None,
+    now: float,
+) -> None:
+    """One part of an outbound job reached Discord: save progress and the link together."""
+    with transaction(db):
+        db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
+        if chatwoot_message_id is not None and conversation_id is not None:
+            db.execute(
+                """INSERT OR IGNORE INTO message_links (discord_message_id, chatwoot_message_id,
+                       conversation_id, discord_channel_id, direction, created_at)
+                   VALUES (?, ?, ?, ?, 'out', ?)""",
+                (discord_message_id, chatwoot_message_id, conversation_id, discord_channel_id,
+                 now),
+            )

@@ -1,35 +1,51 @@
-"""Downtime backfill: DMs sent while the daemon had no gateway session, fetched over REST.
+"""Downtime backfill: DMs, text commands and edits made while the daemon had no gateway session.
 
 A RESUME replays what the session missed; a fresh session (READY after IDENTIFY: a restart
 whose session was gone, a crash, an invalidated session) does not.  So on every READY, for each
 user whose DM was active within ``BACKFILL_HOURS`` (0 disables), the DM channel is paged
-forward with ``GET /channels/{id}/messages?after=`` from the newest DM id the daemon stored
-(never from before the look-back) - pages come newest first, so each is reversed and the next
-``after`` is the page's highest id - and the user's own messages are fed, oldest first, through
-the normal inbound path (:meth:`InboundBridge.accept_message`), which stores each message id
-once: nothing arrives twice, whether it came by replay, by backfill or by both.
+forward over REST with ``GET /channels/{id}/messages?after=`` from the look-back floor - pages
+come newest first, so each is reversed and the next ``after`` is the page's highest id - and
+the user's own messages are handled oldest first:
+
+- newer than the newest message the daemon stored for the user (``users.last_message_id``):
+  a DM goes through the normal inbound path (:meth:`InboundBridge.accept_message`), a text
+  command (``!close``) is queued in the user's inbound lane
+  (:meth:`InboundBridge.accept_command`), so it runs in order with those DMs - after the ones
+  sent before it, before the ones sent after it - waits for an unreachable Chatwoot as they
+  do, and its answer says when it was sent;
+- already stored and edited since (``edited_timestamp``): the edit goes through the path of a
+  live MESSAGE_UPDATE (:meth:`InboundBridge.accept_edit`), a private note on the forwarded DM.
+
+Everything is keyed as live events are - a DM or a command by its message id (done jobs are
+kept, so the jobs table is the record of what was handled), an edit by its id and
+``edited_timestamp`` - so nothing is stored or run twice, whether it came live, by RESUME
+replay, by backfill or by several passes.  Older messages than the user's newest stored one are
+never forwarded late (they predate the bridge, or were handled).
 
 Limits: a user who never DMed the bot before has no known DM channel (Discord cannot list a
-bot's DM channels), and text commands (``!close``) found in the gap are not run late.
+bot's DM channels); of several edits made while down, only the last is seen.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from diswoot.bridge.commands import parse_text_command
 from diswoot.context import Context
-from diswoot.gateway.events import CHANNEL_TYPE_DM, MessageCreate
+from diswoot.gateway.events import CHANNEL_TYPE_DM, MessageCreate, MessageUpdate
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
 from diswoot.snowflake import history_after
 from diswoot.store import User
 from diswoot.store import queries as q
+
+if TYPE_CHECKING:
+    from diswoot.bridge.inbound import InboundBridge
 
 log = logging.getLogger("diswoot.backfill")
 
@@ -37,26 +53,28 @@ PAGE = 100  # Discord's maximum ``limit``
 CONCURRENCY = 4  # DM channels paged at once (each has its own rate-limit bucket)
 USER_MESSAGE_TYPES = frozenset({0, 19})  # DEFAULT, REPLY
 HOUR = 3600.0
-
-Accept = Callable[[MessageCreate], Awaitable[bool]]
+DM, COMMAND = "dm", "command"
 
 
 @dataclass
 class BackfillResult:
-    """What one pass did: channels paged, messages seen, DMs newly stored."""
+    """What one pass did: channels paged, messages seen, DMs newly stored, text commands
+    queued, edits newly stored."""
 
     channels: int = 0
     seen: int = 0
     recovered: int = 0
     failed_channels: int = 0
+    commands: int = 0
+    edits: int = 0
 
 
 class Backfill:
     """One backfill pass per fresh session; passes never overlap."""
 
-    def __init__(self, ctx: Context, accept: Accept) -> None:
+    def __init__(self, ctx: Context, inbound: InboundBridge) -> None:
         self.ctx = ctx
-        self._accept = accept
+        self._inbound = inbound
         self._lock = trio.Lock()
         self.last_result: BackfillResult | None = None  # of the latest finished pass
 
@@ -66,7 +84,7 @@ class Backfill:
         hours = self.ctx.cfg.backfill_hours
         if hours <= 0:
             return result
-        async with self._lock:  # a second READY waits, then starts from the advanced ids
+        async with self._lock:  # a second READY waits; what the first stored is not redone
             try:
                 await self._pass(stop, hours, result)
             except Exception:
@@ -74,10 +92,13 @@ class Backfill:
         if result.recovered:
             self.ctx.metrics.recovered.labels(source="backfill").inc(result.recovered)
         log.info(
-            "backfill: %d DM channel(s) checked, %d message(s) seen, %d DM(s) recovered%s",
+            "backfill: %d DM channel(s) checked, %d message(s) seen, %d DM(s) recovered, "
+            "%d command(s) queued, %d edit(s) recovered%s",
             result.channels,
             result.seen,
             result.recovered,
+            result.commands,
+            result.edits,
             f", {result.failed_channels} channel(s) failed" if result.failed_channels else "",
         )
         self.last_result = result
@@ -100,9 +121,10 @@ class Backfill:
         stop: trio.Event,
         result: BackfillResult,
     ) -> None:
-        """Page one DM channel forward from the user's newest stored DM (or the floor)."""
+        """Page one DM channel forward from the look-back floor; see the module docstring."""
         assert user.dm_channel_id is not None
-        after = max(int(user.last_message_id or 0), floor)
+        newest = int(user.last_message_id or 0)  # as of this pass: what is older was handled
+        after = floor
         async with limiter:
             result.channels += 1
             try:
@@ -112,10 +134,7 @@ class Backfill:
                     )
                     result.seen += len(page)
                     for data in reversed(page):  # oldest first
-                        if _from_user(data, user.discord_id) and await self._accept(
-                            MessageCreate({**data, "channel_type": CHANNEL_TYPE_DM})
-                        ):
-                            result.recovered += 1
+                        await self._message(data, user.discord_id, newest, result)
                     if len(page) < PAGE:
                         return
                     after = max(int(m["id"]) for m in page)
@@ -123,14 +142,47 @@ class Backfill:
                 result.failed_channels += 1
                 log.warning("backfill of the DM with user %s failed: %s", user.discord_id, exc)
 
+    async def _message(
+        self, data: dict[str, Any], discord_id: str, newest: int, result: BackfillResult
+    ) -> None:
+        """One message of the history: a DM or command to store, or an edit to note."""
+        kind = user_message_kind(data, discord_id)
+        if kind is None:
+            return
+        event = {**data, "channel_type": CHANNEL_TYPE_DM}
+        inbound = self._inbound
+        if int(data["id"]) > newest:  # stored as it is now: an edit note would repeat it
+            if kind == COMMAND:
+                if await inbound.accept_command(MessageCreate(event), run_now=False):
+                    result.commands += 1
+                    return
+            elif await inbound.accept_message(MessageCreate(event)):
+                result.recovered += 1
+                return
+        if not data.get("edited_timestamp"):
+            return
+        if not await self.ctx.store.call(_stored_dm, inbound.queue.name, str(data["id"])):
+            return  # never stored (e.g. sent before the bridge was installed)
+        if await inbound.accept_edit(MessageUpdate(event)):
+            result.edits += 1
 
-def _from_user(data: dict[str, Any], discord_id: str) -> bool:
-    """A message the user wrote (not ours, not a system message, not a text command)."""
+
+def user_message_kind(data: dict[str, Any], discord_id: str) -> str | None:
+    """``"dm"``, ``"command"`` (``!close``... without files), or None: not the user's own
+    message (ours, a webhook's, a system message)."""
     author = data.get("author") or {}
     if str(author.get("id")) != discord_id or author.get("bot") or data.get("webhook_id"):
-        return False
+        return None
     if int(data.get("type") or 0) not in USER_MESSAGE_TYPES:
-        return False
+        return None
     if data.get("attachments") or data.get("sticker_items"):
-        return True
-    return parse_text_command(str(data.get("content") or ""), discord_id) is None
+        return DM
+    if parse_text_command(str(data.get("content") or ""), discord_id) is not None:
+        return COMMAND
+    return DM
+
+
+def _stored_dm(db: sqlite3.Connection, queue: str, message_id: str) -> bool:
+    """The bridge stored this message before: forwarded (an inbound link) or still queued."""
+    links = q.links_for_discord(db, message_id)
+    return any(link.direction == "in" for link in links) or q.job_exists(db, queue, message_id)

@@ -119,8 +119,13 @@ class Commands:
         self._cfg = ctx.cfg
         self._tickets = tickets
 
-    async def run(self, call: CommandCall) -> dict[str, Any]:
-        """The answer to ``call``; Chatwoot trouble becomes a friendly explanation."""
+    async def run(self, call: CommandCall, *, wait_for_chatwoot: bool = False) -> dict[str, Any]:
+        """The answer to ``call``; Chatwoot trouble becomes a friendly explanation.
+
+        ``wait_for_chatwoot``: an unreachable Chatwoot raises :class:`ChatwootUnavailable`
+        instead, so a queued command (one sent while the bridge was down) is retried until
+        it can really run.
+        """
         handler = {
             "status": self._status,
             "close": self._close,
@@ -135,6 +140,8 @@ class Commands:
         except (ChatwootUnavailable, NoTicket, ContactGone) as exc:
             if isinstance(exc, NoTicket | ContactGone):
                 answer = [embeds.info_embed(cfg, "No ticket yet", NO_TICKET)]
+            elif wait_for_chatwoot:
+                raise
             else:
                 log.warning("%s%s of %s: Chatwoot unavailable: %s",
                             call.prefix, call.name, call.user_id, exc)

@@ -30,7 +30,7 @@ DM is shown to agents (:class:`diswoot.bridge.user_typing.TypingRelay`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -70,11 +70,14 @@ log = logging.getLogger("diswoot.inbound")
 
 QUEUE = "inbound"
 KIND_MESSAGE, KIND_EDIT, KIND_DELETE = "message", "edit", "delete"
+KIND_COMMAND = "command"  # a `!` text command, keyed by its message id as a DM is
 CONCURRENCY = 32
 MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
 LIST_PAGE = 100  # GET messages?after= returns at most this many
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DOWNLOAD_ATTEMPTS = 6  # transient CDN failures before a file is sent as a link instead
+
+CommandRunner = Callable[[Job], Awaitable[dict[str, Any]]]
 
 
 class InboundBridge:
@@ -86,7 +89,8 @@ class InboundBridge:
         self.tickets = Tickets(ctx)
         self.queue = JobQueue(ctx.store, QUEUE, self.handle, concurrency=CONCURRENCY)
         self.typing = TypingRelay(ctx)
-        self.backfill = Backfill(ctx, self.accept_message)
+        self.backfill = Backfill(ctx, self)
+        self.command_runner: CommandRunner | None = None  # runs queued text commands
         self._told_saved: set[str] = set()  # users told "saved" during the current outage
         self._stop = trio.Event()  # the service's, once start_background has run
 
@@ -124,18 +128,46 @@ class InboundBridge:
         [stored] = await self.accept_messages([event])
         return stored
 
-    async def accept_edit(self, event: MessageUpdate) -> None:
-        """Store an edit of a DM; it becomes a private note if the DM was forwarded."""
+    async def accept_command(self, event: MessageCreate, *, run_now: bool) -> bool:
+        """Store a ``!`` text command under its message id, as a DM is; False if seen before.
+
+        Live (``run_now``) it is stored as done and the caller runs it at once; from the
+        backfill it is queued in the user's lane, so :attr:`command_runner` runs it after the
+        DMs sent before it and before those sent after it.  Either way it runs once,
+        whichever route (live, RESUME replay, backfill) brought it first.
+        """
+        now = self.ctx.clock()
+        command = q.DmToStore(
+            lane=event.author_id,
+            kind=KIND_COMMAND,
+            payload={"message": event.data, "received_at": now},
+            discord_id=event.author_id,
+            channel_id=event.channel_id,
+            message_id=event.id,
+        )
+        job = await self.ctx.store.call(
+            q.accept_command, self.queue.name, command, now, done=run_now
+        )
+        if job is None:
+            self.queue.note_duplicate()
+            return False
+        if not run_now:
+            self.queue.schedule_stored(job)
+        return True
+
+    async def accept_edit(self, event: MessageUpdate) -> bool:
+        """Store an edit of a DM (False: seen before); a private note if it was forwarded."""
         edited_at = event.data.get("edited_timestamp")
         if not edited_at or "content" not in event.data:
-            return  # an embed unfurl or similar, not an edit by the user
+            return False  # an embed unfurl or similar, not an edit by the user
         payload = {
             "message_id": event.id,
             "channel_id": event.channel_id,
             "content": event.content,
             "edited_at": edited_at,
         }
-        await self.queue.submit(KIND_EDIT, f"edit:{event.id}:{edited_at}", event.author_id, payload)
+        key = f"edit:{event.id}:{edited_at}"
+        return await self.queue.submit(KIND_EDIT, key, event.author_id, payload) is not None
 
     async def accept_delete(self, event: MessageDelete) -> None:
         """Store a deletion of a DM, in the lane of the DM's author (if we know them)."""
@@ -169,6 +201,8 @@ class InboundBridge:
                 return await self._deliver_message(job)
             if job.kind in (KIND_EDIT, KIND_DELETE):
                 return await self._annotate(job)
+            if job.kind == KIND_COMMAND and self.command_runner is not None:
+                return await self.command_runner(job)
         except ChatwootUnavailable as exc:
             if job.kind == KIND_MESSAGE:
                 await self._tell_saved(job, str(exc))

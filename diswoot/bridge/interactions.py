@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -35,9 +36,12 @@ from diswoot.bridge.commands import (
 )
 from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.outbound import OutboundBridge
+from diswoot.chatwoot.errors import ChatwootUnavailable
 from diswoot.context import Context
 from diswoot.gateway.events import MessageCreate
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
+from diswoot.store import Job
+from diswoot.store import queries as q
 
 log = logging.getLogger("diswoot.interactions")
 
@@ -72,6 +76,24 @@ def _ephemeral_message(embed: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def late_answer(payload: dict[str, Any], name: str, sent_at: Any) -> dict[str, Any]:
+    """The answer to a command run late, saying when it was sent (Discord's timestamp)."""
+    answer = {**payload, "embeds": [dict(e) for e in payload.get("embeds") or []]}
+    when = "while I was offline"
+    if isinstance(sent_at, str):
+        try:
+            when = f"<t:{int(datetime.fromisoformat(sent_at).timestamp())}:f>, {when}"
+        except ValueError:
+            pass
+    line = f"*You sent `!{name}` {when}; it was run when I came back.*"
+    if answer["embeds"]:
+        first = answer["embeds"][0]
+        first["description"] = "\n\n".join(x for x in (first.get("description"), line) if x)
+    else:
+        answer["content"] = line
+    return answer
+
+
 def deferral_for(interaction: dict[str, Any]) -> dict[str, Any]:
     """Type 6 (no visible change) for a component/modal on a message, else an ephemeral type 5."""
     on_message = interaction.get("type") in (MESSAGE_COMPONENT, MODAL_SUBMIT)
@@ -91,6 +113,7 @@ class InteractionRouter:
         self.outbound = outbound
         self.commands = Commands(ctx, inbound.tickets)
         self.defer_after = DEFER_AFTER
+        inbound.command_runner = self.run_queued_command
 
     # ------------------------------------------------------------------ text commands
     def is_text_command(self, event: MessageCreate) -> bool:
@@ -106,10 +129,15 @@ class InteractionRouter:
     async def handle_text_command(self, event: MessageCreate) -> None:
         """Run the command and reply in the DM (text commands cannot be ephemeral).
 
-        Never raises: it runs in the router's nursery, beside every other event.
+        Its message id is stored first, as a handled job of the inbound queue: a command is run
+        once, whether it comes live, replayed by a RESUME or found by the backfill.  Never
+        raises: it runs in the router's nursery, beside every other event.
         """
         call = parse_text_command(event.content, event.author_id)
         if call is None:
+            return
+        if not await self.inbound.accept_command(event, run_now=True):
+            log.info("!%s %s of %s was handled already", call.name, event.id, call.user_id)
             return
         self._count(f"text_{call.name}")
         try:
@@ -128,6 +156,41 @@ class InteractionRouter:
             )
         except (DiscordHTTPError, DiscordUnavailable) as exc:
             log.warning("could not answer !%s of %s: %s", call.name, call.user_id, exc)
+
+    async def run_queued_command(self, job: Job) -> dict[str, Any]:
+        """A text command sent while the bridge was down (queued by the backfill in the user's
+        inbound lane, so after their earlier DMs): run it, answer it in the DM, durably.
+
+        Chatwoot unreachable -> raised, so the job waits for it like the DMs around it.  The
+        answer is kept in the job before it is queued, so a retry never runs it again.
+        """
+        data: dict[str, Any] = job.payload["message"]
+        event = MessageCreate(data)
+        call = parse_text_command(event.content, event.author_id)
+        if call is None:
+            return {"outcome": "not_a_command"}
+        if "answer" not in job.payload:
+            try:
+                payload = await self.commands.run(call, wait_for_chatwoot=True)
+            except ChatwootUnavailable:
+                raise  # retried, like the DMs in its lane
+            except Exception:
+                log.exception("late !%s of %s failed", call.name, call.user_id)
+                self._count("failed")
+                payload = {"embeds": [embeds.error_embed(self.ctx.cfg, FAILED)]}
+            self._count(f"text_{call.name}")
+            job.payload["answer"] = late_answer(payload, call.name, data.get("timestamp"))
+            await self.ctx.store.call(q.update_job_payload, job.id, job.payload)
+        await self.outbound.send_notice(
+            call.user_id,
+            {
+                **job.payload["answer"],
+                "allowed_mentions": {"parse": []},
+                "message_reference": {"message_id": event.id, "fail_if_not_exists": False},
+            },
+            dedupe_key=f"command:{event.id}",
+        )
+        return {"command": call.name, "late": True}
 
     # ------------------------------------------------------------------ interactions
     async def handle_gateway(self, data: dict[str, Any]) -> None:

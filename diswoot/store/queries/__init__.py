@@ -51,6 +51,7 @@ from diswoot.store.queries.links import (
 from diswoot.store.queries.steps import (
     DmToStore,
     JobToAdd,
+    accept_command,
     accept_dms,
     begin_post,
     record_inbound_delivery,
@@ -74,6 +75,7 @@ from diswoot.store.queries.users import (
 __all__ = [
     "DmToStore",
     "JobToAdd",
+    "accept_command",
     "accept_dms",
     "add_job",
     "add_link",

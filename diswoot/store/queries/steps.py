@@ -61,6 +61,21 @@ def accept_dms(
     return jobs
 
 
+def accept_command(
+    db: sqlite3.Connection, queue: str, command: DmToStore, now: float, *, done: bool
+) -> Job | None:
+    """A ``!`` text command's job, keyed by its message id as a DM is (None: seen before).
+
+    ``done``: it runs live, now; stored as done in the same transaction, so the queue never
+    sees it pending.
+    """
+    with transaction(db):
+        [job] = accept_dms(db, queue, [command], now)
+        if job is not None and done:
+            finish_job(db, job.id, now, {"outcome": "run_live"})
+    return job
+
+
 class JobToAdd(NamedTuple):
     """A job another step stores in its own transaction (see :func:`record_inbound_delivery`)."""
 

@@ -27,6 +27,7 @@ from diswoot.chatwoot.signature import verify
 from diswoot.config import webhook_auth_problem
 from diswoot.context import Context
 from diswoot.metrics import CONTENT_TYPE
+from diswoot.webhook.fast_path import PARSED, WebhookFastPath, ignorable
 from diswoot.webhook.interaction_body import PING, check_interaction
 from diswoot.webhook.provenance import ConfirmationUnavailable, NotConfirmed, Provenance
 from diswoot.webhook.untrusted import BodyError, FieldError, parse_json
@@ -78,7 +79,14 @@ def create_app(
     app = QuartTrio("diswoot")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    app.asgi_app = PathTokenGate(app.asgi_app, cfg.webhook_path_token)  # type: ignore[method-assign]
+    fast = WebhookFastPath(
+        app.asgi_app,
+        cfg,
+        ctx.metrics,
+        paths={"/webhook": None, GATED_ROUTE: _GATE_PASSED},
+        max_body=MAX_BODY_BYTES,
+    )
+    app.asgi_app = PathTokenGate(fast, cfg.webhook_path_token)  # type: ignore[method-assign]
     refused = webhook_auth_problem(cfg)
     provenance: Provenance | None = None
     if refused is not None:
@@ -104,7 +112,10 @@ def create_app(
             return problem(400, str(exc))
         if not isinstance(body, dict):
             return problem(400, "body must be a JSON object")
-        if _echo_or_note(body):
+        return await accept_object(body)
+
+    async def accept_object(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        if ignorable(body):
             ctx.metrics.webhooks.labels(outcome="ignored").inc()
             return {"ok": True, "outcome": "ignored"}, 200
         try:
@@ -125,6 +136,9 @@ def create_app(
 
     @app.post("/webhook")
     async def webhook() -> tuple[dict[str, Any], int]:
+        checked = request.scope.get(PARSED)  # authenticated and parsed by the fast path
+        if isinstance(checked, dict):
+            return await accept_object(checked)
         raw = await _raw_body()
         if cfg.webhook_secret:
             result = verify(
@@ -147,6 +161,9 @@ def create_app(
     async def webhook_with_token() -> tuple[dict[str, Any], int]:
         if request.scope.get(_GATE_PASSED) is not True:
             return problem(404, "not found")
+        checked = request.scope.get(PARSED)
+        if isinstance(checked, dict):
+            return await accept_object(checked)
         raw = await _raw_body()
         return await accept(raw)
 
@@ -199,17 +216,6 @@ def create_app(
         return Response(ctx.metrics.render(), status=200, content_type=CONTENT_TYPE)
 
     return app
-
-
-def _echo_or_note(body: dict[str, Any]) -> bool:
-    """A message event the bridge ignores whatever else it says: checked before parsing it.
-
-    Chatwoot sends one for every forwarded DM (the ``incoming`` echo) and every private note;
-    the outbound bridge delivers only public ``outgoing``/``template`` messages.
-    """
-    return body.get("event") in ("message_created", "message_updated") and (
-        body.get("private") is True or body.get("message_type") == "incoming"
-    )
 
 
 def _event_name(body: dict[str, Any]) -> str:

@@ -276,11 +276,12 @@ class InboundBridge:
     ) -> tuple[ConversationChoice, dict[str, Any]]:
         """Contact, conversation, POST; re-created when Chatwoot lost them underneath us."""
         discord_id, message_id = str(author["id"]), str(data["id"])
+        attempt = JobAttempt(self.ctx, job)
         for _ in range(MAX_ROUTE_ATTEMPTS):
-            await self.tickets.ensure_contact(author)
+            await self.tickets.ensure_contact(author, attempt)
             try:
                 choice = await self.tickets.conversation_for_message(
-                    discord_id, outside_hours=outside
+                    discord_id, outside_hours=outside, attempt=attempt
                 )
             except ContactGone:
                 continue
@@ -506,6 +507,23 @@ class InboundBridge:
             {"embeds": [embeds.saved_for_later_embed(self.ctx.cfg)]},
             dedupe_key=f"saved:{job.dedupe_key}",
         )
+
+
+class JobAttempt:
+    """:class:`~diswoot.bridge.tickets.Attempt` kept in the job's payload (``began``)."""
+
+    def __init__(self, ctx: Context, job: Job) -> None:
+        self.ctx = ctx
+        self.job = job
+
+    def began(self, step: str) -> float | None:
+        began = self.job.payload.get("began") or {}
+        value = began.get(step)
+        return float(value) if isinstance(value, int | float) else None
+
+    async def begin(self, step: str) -> None:
+        self.job.payload.setdefault("began", {})[step] = self.ctx.clock()
+        await self.ctx.store.call(q.update_job_payload, self.job.id, self.job.payload)
 
 
 def _greeting_text(ctx: Context, inbox: InboxConfig | None) -> str | None:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -51,6 +51,22 @@ class ConversationChoice:
     created: bool
     reopened: bool
     previous_status: str | None
+
+
+class Attempt(Protocol):
+    """What earlier attempts of one job began creating in Chatwoot, noted durably before each
+    POST: Chatwoot has no idempotency keys, and an answer can be lost (a timeout, a crash) after
+    Chatwoot saved the object.  A retried attempt looks for what it may have made first."""
+
+    def began(self, step: str) -> float | None:
+        """When an earlier attempt began ``step`` (None: never)."""
+
+    async def begin(self, step: str) -> None:
+        """Note durably that ``step`` is about to be attempted."""
+
+
+CREATED_SLACK = 300.0
+"""A conversation created this long before our note still counts (clocks differ)."""
 
 
 class NoTicket(Exception):
@@ -125,8 +141,14 @@ class Tickets:
         return await self.ctx.store.user(discord_id)
 
     # ------------------------------------------------------------------ contacts
-    async def ensure_contact(self, user: dict[str, Any]) -> tuple[int, str]:
-        """The Chatwoot (contact_id, source_id) of a Discord user object; cached."""
+    async def ensure_contact(
+        self, user: dict[str, Any], attempt: Attempt | None = None
+    ) -> tuple[int, str]:
+        """The Chatwoot (contact_id, source_id) of a Discord user object; cached.
+
+        ``attempt``: a retried job first looks for the contact (by identifier) and its contact
+        inbox that an earlier attempt may have created unseen.
+        """
         discord_id = str(user["id"])
         username, name = str(user.get("username") or ""), display_name(user)
         store, now = self.ctx.store, self.ctx.clock()
@@ -145,18 +167,48 @@ class Tickets:
             await store.call(q.upsert_user, discord_id, now, username=username, display_name=name)
             if row is not None and row.contact_id is not None:
                 contact_id = row.contact_id
-                source_id = await self.ctx.chatwoot.create_contact_inbox(contact_id)
+                source_id = await self._contact_inbox(discord_id, contact_id, attempt)
             else:
-                contact_id, source_id = await self._create_or_find(user)
+                contact_id, source_id = await self._create_or_find(user, attempt)
             await store.call(q.set_user_contact, discord_id, contact_id, source_id, now)
             log.info("user %s is Chatwoot contact %d", discord_id, contact_id)
             return contact_id, source_id
 
-    async def _create_or_find(self, user: dict[str, Any]) -> tuple[int, str]:
+    async def _contact_inbox(
+        self, discord_id: str, contact_id: int, attempt: Attempt | None
+    ) -> str:
+        """Our inbox's source_id for a known contact: created, or found after a lost answer."""
+        chatwoot = self.ctx.chatwoot
+        if attempt is not None and attempt.began("contact_inbox") is not None:
+            found = await chatwoot.find_contact_by_identifier(contact_identifier(discord_id))
+            if found is not None and int(found["id"]) == contact_id:
+                source_id = self._our_source_id(found)
+                if source_id is not None:
+                    return source_id
+        if attempt is not None:
+            await attempt.begin("contact_inbox")
+        return await chatwoot.create_contact_inbox(contact_id)
+
+    def _our_source_id(self, contact: dict[str, Any]) -> str | None:
+        for link in contact.get("contact_inboxes") or []:
+            inbox = link.get("inbox") or {}
+            if inbox.get("id") == self.ctx.chatwoot.inbox_id and link.get("source_id"):
+                return str(link["source_id"])
+        return None
+
+    async def _create_or_find(
+        self, user: dict[str, Any], attempt: Attempt | None
+    ) -> tuple[int, str]:
         chatwoot = self.ctx.chatwoot
         identifier = contact_identifier(str(user["id"]))
         enrichment = await self._enrich(user)
         attributes = {**enrichment.custom_attributes, **contact_attributes(user)}
+        if attempt is not None and attempt.began("contact") is not None:
+            found = await chatwoot.find_contact_by_identifier(identifier)
+            if found is not None:  # made by the earlier attempt (or by another channel)
+                return await self._adopt(found, attributes)
+        if attempt is not None:
+            await attempt.begin("contact")
         fields: dict[str, Any] = {
             "name": display_name(user),
             "identifier": identifier,
@@ -187,10 +239,9 @@ class Tickets:
         contact_id = int(contact["id"])
         log.info("contact %s exists already (id %d); linking it", contact["identifier"], contact_id)
         await self._refresh_contact(contact_id, custom_attributes=attributes)
-        for link in contact.get("contact_inboxes") or []:
-            inbox = link.get("inbox") or {}
-            if inbox.get("id") == self.ctx.chatwoot.inbox_id and link.get("source_id"):
-                return contact_id, str(link["source_id"])
+        source_id = self._our_source_id(contact)
+        if source_id is not None:
+            return contact_id, source_id
         return contact_id, await self.ctx.chatwoot.create_contact_inbox(contact_id)
 
     async def _refresh_contact(self, contact_id: int, **fields: Any) -> None:
@@ -212,7 +263,7 @@ class Tickets:
 
     # ------------------------------------------------------------------ conversations
     async def conversation_for_message(
-        self, discord_id: str, *, outside_hours: bool
+        self, discord_id: str, *, outside_hours: bool, attempt: Attempt | None = None
     ) -> ConversationChoice:
         """The conversation a new DM goes to (reused, reopened or created)."""
         async with self._locks.hold(discord_id):
@@ -222,53 +273,96 @@ class Tickets:
                 choice, previous = await self._reuse(discord_id, user.conversation_id)
                 if choice is not None:
                     return choice
+            if attempt is not None:
+                found = await self._created_unseen(user, attempt)
+                if found is not None:
+                    return found
+                await attempt.begin("conversation")
             return await self._create(user, outside_hours=outside_hours, previous=previous)
+
+    async def _created_unseen(self, user: User, attempt: Attempt) -> ConversationChoice | None:
+        """The conversation an earlier attempt created when its answer was lost, if any.
+
+        One ``GET /contacts/{id}/conversations``, only on a retried attempt: a conversation in
+        our inbox, created since that attempt began, that the bridge has never seen.
+        """
+        began = attempt.began("conversation")
+        if began is None:
+            return None
+        assert user.contact_id is not None
+        for data in sorted(
+            await self.ctx.chatwoot.list_contact_conversations(user.contact_id),
+            key=lambda c: int(c.get("id") or 0),
+            reverse=True,
+        ):
+            created = data.get("created_at")
+            if not isinstance(created, int | float) or created < began - CREATED_SLACK:
+                continue
+            if await self.ctx.store.conversation(int(data["id"])) is not None:
+                continue
+            discord_id = user.discord_id
+            cid = (await self._remember(discord_id, data)).conversation_id
+            await self.ctx.store.call(q.set_user_conversation, discord_id, cid, self.ctx.clock())
+            log.info("user %s: conversation %d was made by an earlier attempt", discord_id, cid)
+            return ConversationChoice(cid, True, False, None)
+        return None
 
     async def _reuse(
         self, discord_id: str, conversation_id: int
     ) -> tuple[ConversationChoice | None, str | None]:
-        """(choice, None) to keep the mapped conversation, (None, its status) to replace it."""
-        conv = await self.ctx.store.conversation(conversation_id)
-        verified = False
-        if conv is None or conv.status is None:
-            conv, verified = await self._fetch(discord_id, conversation_id), True
-        while conv is not None:
-            status = conv.status
-            if status not in CLOSED_STATUSES:
-                return ConversationChoice(conversation_id, False, False, status), None
-            if await self._may_reopen(conv):
-                return ConversationChoice(conversation_id, False, True, status), None
-            if verified:
-                return None, status
-            conv, verified = await self._fetch(discord_id, conversation_id), True
-        return None, None
+        """(choice, None) to keep the mapped conversation, (None, its status) to replace it.
 
-    async def _may_reopen(self, conv: Conversation) -> bool:
+        An ``open``/``pending`` conversation is used as stored (the steady state: no call).
+        One stored as ``resolved``/``snoozed``, or whose status is unknown, is read from
+        Chatwoot first (one GET, only then): its ``status`` and ``last_activity_at`` decide,
+        since agents act where the bridge cannot see it (notes, lost webhooks, a reopen).
+        """
+        conv = await self.ctx.store.conversation(conversation_id)
+        if conv is None or conv.status is None or conv.status in CLOSED_STATUSES:
+            fetched = await self._fetch(discord_id, conversation_id)
+            if fetched is None:  # deleted in Chatwoot
+                return None, None
+            conv, last_activity = fetched
+        else:
+            last_activity = None
+        status = conv.status
+        if status not in CLOSED_STATUSES:
+            return ConversationChoice(conversation_id, False, False, status), None
+        if await self._may_reopen(last_activity):
+            return ConversationChoice(conversation_id, False, True, status), None
+        return None, status
+
+    async def _may_reopen(self, last_activity: float | None) -> bool:
+        """Smart reopen: locked inbox, or ``REOPEN_WINDOW_HOURS`` (0 = always) of Chatwoot's
+        last activity (None: unknown, reopened)."""
         inbox = await self.inbox()
         window = self.ctx.cfg.reopen_window_hours
         if (inbox is not None and inbox.lock_to_single_conversation) or window <= 0:
             return True
-        last = conv.last_activity_at or conv.status_at or conv.created_at
-        return self.ctx.clock() - last <= window * HOUR
+        if last_activity is None:
+            return True
+        return self.ctx.clock() - last_activity <= window * HOUR
 
-    async def _fetch(self, discord_id: str, conversation_id: int) -> Conversation | None:
-        """Re-read a conversation from Chatwoot into the store; None when it was deleted."""
+    async def _fetch(
+        self, discord_id: str, conversation_id: int
+    ) -> tuple[Conversation, float | None] | None:
+        """Re-read a conversation from Chatwoot into the store, with Chatwoot's last activity;
+        None when it was deleted."""
         try:
             data = await self.ctx.chatwoot.get_conversation(conversation_id)
         except ChatwootNotFound:
             await self.forget_conversation(discord_id, conversation_id)
             return None
-        return await self._remember(discord_id, data)
+        return await self._remember(discord_id, data), _last_activity(data)
 
     async def _remember(self, discord_id: str, data: dict[str, Any]) -> Conversation:
-        last = data.get("last_activity_at")
         return await self.ctx.store.call(
             q.upsert_conversation,
             int(data["id"]),
             discord_id,
             self.ctx.clock(),
             status=data.get("status"),
-            last_activity_at=float(last) if isinstance(last, int | float) else None,
+            last_activity_at=_last_activity(data),
             uuid=data.get("uuid"),
         )
 
@@ -341,16 +435,11 @@ class Tickets:
             user = await self._contact_user(discord_id)
             choice: ConversationChoice | None = None
             previous: str | None = None
-            expired = False
+            toggle = user.conversation_id is not None
             if user.conversation_id is not None:
-                conv = await self.ctx.store.conversation(user.conversation_id)
-                expired = (
-                    conv is not None
-                    and conv.status in CLOSED_STATUSES
-                    and not await self._may_reopen(conv)
-                )
-                previous = conv.status if conv is not None else None
-            if user.conversation_id is not None and not expired:
+                kept, previous = await self._reuse(discord_id, user.conversation_id)
+                toggle = kept is not None
+            if user.conversation_id is not None and toggle:
                 try:
                     status = await self.ctx.chatwoot.toggle_status(user.conversation_id, "open")
                 except ChatwootNotFound:
@@ -422,3 +511,12 @@ class Tickets:
         if last_activity_at is not None:
             await store.call(q.touch_conversation, conversation_id, last_activity_at)
         return previous
+
+
+def _last_activity(data: dict[str, Any]) -> float | None:
+    """Chatwoot's ``last_activity_at`` of a conversation (its ``timestamp`` in some payloads)."""
+    for key in ("last_activity_at", "timestamp"):
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None

@@ -1,19 +1,26 @@
 """Who a Discord user is in Chatwoot, and which conversation ("ticket") their DMs go to.
 
 Shared by the inbound bridge (every DM) and the commands (``/status``, ``/close``,
-``/reopen``).  The contact and the current conversation are cached in SQLite (``users`` and
-``conversations``), so in the steady state nothing here calls Chatwoot:
+``/reopen``).  The contact and the current conversation are kept in SQLite (``users`` and
+``conversations``) and served from memory (:mod:`diswoot.store.routing`), so in the steady
+state nothing here calls Chatwoot or reads the store:
 
 * the contact (identifier ``discord:{id}``) is created once; a 422 means it exists already, so
   it is looked up by exact identifier (the search endpoint is rate-limited and fuzzy, hence only
   then) and linked to our inbox;
-* a conversation whose known status is ``open``/``pending`` is used as is.  A stale "open" is
-  harmless: Chatwoot reopens a resolved or snoozed conversation when an incoming message
-  arrives.  Resolved/snoozed ones are reopened (lock_to_single_conversation on, or within
-  ``REOPEN_WINDOW_HOURS`` of the last activity, 0 = always) by that same incoming message -
-  no toggle call, which would also assign the ticket to the token's user - or replaced by a new
-  conversation; before abandoning one, its state is re-read from Chatwoot so a stale local view
-  never opens a second ticket.  A conversation deleted in Chatwoot (404) is recreated.
+* a conversation whose known status is ``open``/``pending`` is used as is (the steady state:
+  no call).  A stale "open" is harmless: Chatwoot reopens a resolved or snoozed conversation
+  when an incoming message arrives.  One known as ``resolved``/``snoozed``, or of unknown
+  status, is read from Chatwoot first (one GET, only then) and judged on *Chatwoot's*
+  ``status`` and ``last_activity_at`` (agents act where the bridge cannot see: private notes,
+  lost webhooks): still open -> used; reopened by that same incoming message when
+  lock_to_single_conversation is on or within ``REOPEN_WINDOW_HOURS`` (0 = always) - no
+  toggle call, which would also assign the ticket to the token's user - else replaced by a
+  new conversation.  A conversation deleted in Chatwoot (404) is recreated;
+* Chatwoot has no idempotency keys: a job notes each creation (contact, contact inbox,
+  conversation) before its POST (:class:`Attempt`), and a retried attempt first looks for
+  what the earlier one may have made unseen (a lost answer, a crash): the contact by
+  identifier, our contact inbox in it, a conversation of the contact created since then.
 
 Status and last activity are kept fresh by the webhooks (:meth:`Tickets.note_status`) and by the
 DMs themselves.  Per-user locks keep a command and a DM of the same user from racing.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 
+from diswoot.bridge.recent import RecentIds
 from diswoot.store import open_store
 from diswoot.store import queries as q
 from diswoot.store.db import connect, migrate, schema_version
@@ -318,3 +319,31 @@ async def test_the_routing_cache_keeps_at_most_its_limit(tmp_path: Path) -> None
             await store.call(q.upsert_user, f"u{i}", float(i))
         assert len(store.routing.users.rows) == 5
         assert (await store.user("u0")) is not None  # evicted: read through the store
+
+
+def test_prepare_reply_and_finish_job_and_add(tmp_path: Path) -> None:
+    db = connect(str(tmp_path / "t.db"))
+    reply = q.add_job(db, "outbound", "msg:5", "conv:1", "reply", {"message_id": 5}, 1.0)
+    assert reply is not None
+    payload: dict[str, object] = {"message_id": 5}
+    assert q.prepare_reply(db, reply.id, "outbound", 5, payload, [{"content": "hi"}]) is None
+    assert q.pending_jobs(db, "outbound")[0].payload["parts"] == [{"content": "hi"}]
+    q.add_link(db, "900", 5, 1, "c1", "out", 2.0)
+    assert q.prepare_reply(db, reply.id, "outbound", 5, {}, []) == {"already_delivered": ["900"]}
+    q.add_job(db, "outbound", "delete:5", "conv:1", "delete", {}, 3.0)
+    assert q.prepare_reply(db, reply.id, "outbound", 5, {}, []) == {
+        "suppressed": "deleted by an agent"
+    }
+    receipt = q.JobToAdd("receipts", "receipt:5", "conv:1", "receipt", {"status": "delivered"})
+    added = q.finish_job_and_add(db, reply.id, 4.0, {"ok": True}, receipt)
+    assert added is not None and added.queue == "receipts"
+    assert q.finish_job_and_add(db, reply.id, 5.0, {"ok": True}, receipt) is None  # stored once
+    [done] = q.list_jobs(db, states=("done",))
+    assert done.id == reply.id and done.result == {"ok": True}
+
+
+def test_recent_ids_forget_the_oldest_first() -> None:
+    recent = RecentIds(3)
+    for key in (1, 2, 3, 1, 4):
+        recent.add(key)
+    assert 1 in recent and 4 in recent and 2 not in recent and len(recent) == 3

@@ -29,7 +29,8 @@ from diswoot.bridge import embeds
 from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.csat import CsatFlow
 from diswoot.bridge.delivery import deliver_parts
-from diswoot.bridge.jobs import JobQueue, PermanentFailure
+from diswoot.bridge.jobs import Finished, JobQueue, PermanentFailure
+from diswoot.bridge.recent import RecentIds
 from diswoot.bridge.reconcile import Reconciler
 from diswoot.bridge.reply_layout import discord_id_from_identifier, is_inbox_template, reply_parts
 from diswoot.chatwoot.errors import ChatwootError
@@ -47,6 +48,7 @@ from diswoot.store import queries as q
 log = logging.getLogger("diswoot.outbound")
 
 RETRY_WINDOW = 86400.0
+DELIVERED_REMEMBERED = 4096  # reply ids kept in memory: their receipt echoes cost no store read
 """Chatwoot offers Retry on messages younger than a day; older updates never re-deliver."""
 UNKNOWN_MESSAGE = 10008
 CLOSED_BY_USER_WINDOW = 3600.0
@@ -73,6 +75,7 @@ class OutboundBridge:
         self.extra_queues: list[JobQueue] = [self.csat.queue, self.receipts]
         self.typing = AgentTyping(ctx)
         self.reconciler = Reconciler(ctx, self)
+        self.delivered = RecentIds(DELIVERED_REMEMBERED)  # replies delivered lately (ids)
 
     # ------------------------------------------------------------------ webhook intake
 
@@ -211,6 +214,8 @@ class OutboundBridge:
         DM, or one still queued, is left alone.
         """
         store, mid = self.ctx.store, event.message_id
+        if mid in self.delivered:  # our own "delivered" receipt coming back: no store read
+            return "ignored"
         links = await store.call(q.links_for_chatwoot, mid)
         if any(link.direction == "out" for link in links):
             return "ignored"
@@ -381,7 +386,7 @@ class OutboundBridge:
 
     # ------------------------------------------------------------------ queue handlers
 
-    async def handle(self, job: Job) -> dict[str, Any] | None:
+    async def handle(self, job: Job) -> dict[str, Any] | Finished | None:
         """Deliver one outbound job: reply, status, notice, reaction or delete."""
         if job.kind == "reply":
             return await self._deliver_reply(job)
@@ -393,20 +398,21 @@ class OutboundBridge:
             return await self._delete_reply(job)
         raise PermanentFailure(f"unknown outbound job kind {job.kind!r}")
 
-    async def _deliver_reply(self, job: Job) -> dict[str, Any]:
+    async def _deliver_reply(self, job: Job) -> dict[str, Any] | Finished:
         p, ctx = job.payload, self.ctx
         cid, mid = int(p["conversation_id"]), int(p["message_id"])
-        if await ctx.store.call(q.job_exists, self.queue.name, f"delete:{mid}"):
-            return {"suppressed": "deleted by an agent"}
         if "parts" not in p:
             if p.get("template") and is_inbox_template(p.get("content"), await ctx.inbox.get()):
                 return {"suppressed": "inbox template"}
-            links = await ctx.store.call(q.links_for_chatwoot, mid)
-            if any(link.direction == "out" for link in links):
-                return {"already_delivered": [link.discord_message_id for link in links]}
             limit = ctx.cfg.discord_upload_limit_mb * 1024 * 1024
-            p["parts"] = reply_parts(p, upload_limit=limit)
-            await ctx.store.call(q.update_job_payload, job.id, p)
+            parts = reply_parts(p, upload_limit=limit)
+            # one transaction: not deleted, not delivered by another job; then the parts
+            hold = await ctx.store.call(q.prepare_reply, job.id, self.queue.name, mid, p, parts)
+        else:
+            deleted = await ctx.store.call(q.job_exists, self.queue.name, f"delete:{mid}")
+            hold = {"suppressed": "deleted by an agent"} if deleted else None
+        if hold is not None:
+            return hold
         failure = await deliver_parts(
             ctx, job, p["discord_id"], chatwoot_message_id=mid, conversation_id=cid
         )
@@ -418,13 +424,14 @@ class OutboundBridge:
                 p["discord_id"],
                 failure.reason,
             )
-            await self._queue_receipt(cid, mid, "failed", failure.reason, job.dedupe_key)
-            return {"failed": failure.reason}
+            result: dict[str, Any] = {"failed": failure.reason}
+            return await self._finish_with_receipt(job, result, "failed", failure.reason)
         self.typing.stop(cid)
-        await self._queue_receipt(cid, mid, "delivered", None, job.dedupe_key)
+        self.delivered.add(mid)
         ctx.metrics.replies_delivered.inc()
         self._observe_latency(p)
-        return {"discord_message_ids": p["sent"]}
+        result = {"discord_message_ids": p["sent"]}
+        return await self._finish_with_receipt(job, result, "delivered", None)
 
     async def _deliver_notices(self, job: Job) -> dict[str, Any]:
         p, ctx = job.payload, self.ctx
@@ -506,27 +513,28 @@ class OutboundBridge:
 
     # ------------------------------------------------------------------ receipts for agents
 
-    async def _queue_receipt(
-        self,
-        conversation_id: int,
-        message_id: int,
-        status: str,
-        error: str | None,
-        reply_key: str,
-    ) -> None:
-        # One receipt per delivery attempt: the first keeps the historical key.
-        first = reply_key == f"msg:{message_id}"
-        await self.receipts.submit(
+    async def _finish_with_receipt(
+        self, job: Job, result: dict[str, Any], status: str, error: str | None
+    ) -> Finished:
+        """End a reply job and queue its receipt for the agent, in one transaction.
+
+        One receipt per delivery attempt: the first keeps the historical key.
+        """
+        cid, mid = int(job.payload["conversation_id"]), int(job.payload["message_id"])
+        first = job.dedupe_key == f"msg:{mid}"
+        receipt = q.JobToAdd(
+            self.receipts.name,
+            f"receipt:{mid}" if first else f"receipt:{job.dedupe_key}",
+            f"conv:{cid}",
             "receipt",
-            f"receipt:{message_id}" if first else f"receipt:{reply_key}",
-            f"conv:{conversation_id}",
-            {
-                "conversation_id": conversation_id,
-                "message_id": message_id,
-                "status": status,
-                "error": error,
-            },
+            {"conversation_id": cid, "message_id": mid, "status": status, "error": error},
         )
+        added = await self.ctx.store.call(
+            q.finish_job_and_add, job.id, self.ctx.clock(), result, receipt
+        )
+        if added is not None:
+            self.receipts.schedule_stored(added)
+        return Finished(result)
 
     async def _send_receipt(self, job: Job) -> dict[str, Any]:
         """Mark the Chatwoot message delivered/failed; a failure without that API -> a note."""

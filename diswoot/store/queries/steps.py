@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from diswoot.store.models import Job
-from diswoot.store.queries.jobs import _insert_job, finish_job
-from diswoot.store.queries.links import newest_linked_chatwoot_message
+from diswoot.store.queries.jobs import _insert_job, finish_job, job_exists
+from diswoot.store.queries.links import links_for_chatwoot, newest_linked_chatwoot_message
 from diswoot.store.queries.tx import transaction
 
 
@@ -172,3 +172,34 @@ def record_outbound_part(
                 (discord_message_id, chatwoot_message_id, conversation_id, discord_channel_id,
                  now),
             )
+
+
+def finish_job_and_add(
+    db: sqlite3.Connection, job_id: int, now: float, result: dict[str, Any] | None, then: JobToAdd
+) -> Job | None:
+    """End a job and store the job it leads to (e.g. a reply's receipt) in one transaction;
+    the new job, or None when it was stored before."""
+    with transaction(db):
+        finish_job(db, job_id, now, result)
+        return _insert_job(db, *then, now)
+
+
+def prepare_reply(
+    db: sqlite3.Connection,
+    job_id: int,
+    queue: str,
+    message_id: int,
+    payload: dict[str, Any],
+    parts: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Before a reply's first send, in one transaction: why it must not be sent (an agent
+    deleted it; another job delivered it), else None with ``parts`` stored in its payload."""
+    with transaction(db):
+        if job_exists(db, queue, f"delete:{message_id}"):
+            return {"suppressed": "deleted by an agent"}
+        links = links_for_chatwoot(db, message_id)
+        if any(link.direction == "out" for link in links):
+            return {"already_delivered": [link.discord_message_id for link in links]}
+        payload["parts"] = parts
+        db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
+    return None

@@ -228,3 +228,33 @@ async def test_pending_jobs_survive_a_restart_and_requeued_dead_ones_are_picked_
                 await done.wait()
                 stop.set()
     assert handled == ["a", "b"]
+
+
+async def test_jobs_waiting_in_a_lane_keep_their_payload_in_sqlite(tmp_path: Path) -> None:
+    """Only a lane's head holds its payload; the others are loaded when it is their turn."""
+    seen: list[int] = []
+    release = trio.Event()
+    done = trio.Event()
+
+    async def handler(job: Job) -> None:
+        if not seen:
+            await release.wait()
+        seen.append(job.payload["n"])
+        if len(seen) == 4:
+            done.set()
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        stop = trio.Event()
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(queue.run, stop)
+                for n in range(4):
+                    await queue.submit("message", f"m{n}", "u1", {"n": n, "text": "x" * 1000})
+                lane = list(queue._lanes["u1"])
+                assert isinstance(lane[0], Job)
+                assert all(not isinstance(entry, Job) for entry in lane[1:])  # ids only
+                release.set()
+                await done.wait()
+                stop.set()
+    assert seen == [0, 1, 2, 3]

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import trio
@@ -91,6 +91,14 @@ class Finished:
     result: dict[str, Any] | None = None
 
 
+class Waiting(NamedTuple):
+    """A job queued behind others in its lane: its payload stays in SQLite until it runs."""
+
+    id: int
+    lane: str
+    created_at: float
+
+
 JobHandler = Callable[[Job], Awaitable[dict[str, Any] | Finished | None]]
 
 
@@ -129,7 +137,7 @@ class JobQueue:
         self._backoff = backoff
         self._clock = clock
         self._on_done = on_done
-        self._lanes: dict[str, deque[Job]] = {}
+        self._lanes: dict[str, deque[Job | Waiting]] = {}  # heads carry their payload
         self._due: dict[int, float] = {}  # job id -> trio time when it may run
         self._active: set[str] = set()
         self._lane_idle: dict[str, trio.Event] = {}  # set when a lane runs empty
@@ -222,7 +230,8 @@ class JobQueue:
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, job: Job, *, due: float) -> None:
         self._due[job.id] = due
-        self._lanes.setdefault(job.lane, deque()).append(job)
+        lane = self._lanes.setdefault(job.lane, deque())
+        lane.append(Waiting(job.id, job.lane, job.created_at) if lane else job)
         self._start_lane(job.lane)
 
     def _start_lane(self, lane: str) -> None:
@@ -241,21 +250,31 @@ class JobQueue:
                     if idle is not None:
                         idle.set()
                     return
-                job = jobs[0]
-                due = self._due.get(job.id, 0.0)
+                head = jobs[0]
+                due = self._due.get(head.id, 0.0)
                 if trio.current_time() < due:
                     with trio.move_on_at(due):
                         await self._wake.wait()
                     if self._stopping:
                         return
-                    self._due[job.id] = 0.0
-                async with self._limiter:
-                    finished = await self._attempt(job)
+                    self._due[head.id] = 0.0
+                job = head if isinstance(head, Job) else await self._load(head)
+                if job is None:  # ended meanwhile (e.g. `diswoot queue` buried it)
+                    finished = True
+                else:
+                    jobs[0] = job
+                    async with self._limiter:
+                        finished = await self._attempt(job)
                 if finished:
                     jobs.popleft()
-                    self._due.pop(job.id, None)
+                    self._due.pop(head.id, None)
         finally:
             self._active.discard(lane)
+
+    async def _load(self, waiting: Waiting) -> Job | None:
+        """A waiting job's row, payload included, now that it is its turn (None: not pending)."""
+        job = await self.store.call(q.get_job, waiting.id)
+        return job if job is not None and job.state == "pending" else None
 
     async def _attempt(self, job: Job) -> bool:
         """Run the handler once; True when the job left the lane (done or dead)."""

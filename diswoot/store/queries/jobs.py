@@ -54,6 +54,11 @@ def job_exists(db: sqlite3.Connection, queue: str, dedupe_key: str) -> bool:
     return row is not None
 
 
+def get_job(db: sqlite3.Connection, job_id: int) -> Job | None:
+    row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return Job.from_row(row) if row else None
+
+
 def pending_jobs(db: sqlite3.Connection, queue: str) -> list[Job]:
     rows = db.execute(
         "SELECT * FROM jobs WHERE queue = ? AND state = 'pending' ORDER BY id", (queue,)

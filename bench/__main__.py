@@ -198,7 +198,7 @@ async def one_run(args: argparse.Namespace, index: int) -> dict[str, dict[str, A
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    floor = floor_mod.measure() if args.floor else None
+    floor = await trio.to_thread.run_sync(floor_mod.measure) if args.floor else None
     runs = [await one_run(args, index) for index in range(args.runs)]
     results = median_of(runs)
     return {

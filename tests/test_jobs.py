@@ -6,8 +6,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
+from diswoot.bridge import jobs as jobs_module
 from diswoot.bridge.jobs import JobQueue, PermanentFailure, RetryLater, Verdict, classify
 from diswoot.store import Job, open_store
 from diswoot.store import queries as q
@@ -230,8 +232,10 @@ async def test_pending_jobs_survive_a_restart_and_requeued_dead_ones_are_picked_
     assert handled == ["a", "b"]
 
 
-async def test_jobs_waiting_in_a_lane_keep_their_payload_in_sqlite(tmp_path: Path) -> None:
-    """Only a lane's head holds its payload; the others are loaded when it is their turn."""
+async def test_beyond_the_budget_waiting_jobs_keep_their_payload_in_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past PAYLOAD_BUDGET, a waiting job is only its id; it is loaded when it is its turn."""
     seen: list[int] = []
     release = trio.Event()
     done = trio.Event()
@@ -246,15 +250,16 @@ async def test_jobs_waiting_in_a_lane_keep_their_payload_in_sqlite(tmp_path: Pat
     async with open_store(tmp_path / "t.db") as store:
         queue = JobQueue(store, "inbound", handler, backoff=instant)
         stop = trio.Event()
+        monkeypatch.setattr(jobs_module, "PAYLOAD_BUDGET", 2)
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 await nursery.start(queue.run, stop)
                 for n in range(4):
                     await queue.submit("message", f"m{n}", "u1", {"n": n, "text": "x" * 1000})
                 lane = list(queue._lanes["u1"])
-                assert isinstance(lane[0], Job)
-                assert all(not isinstance(entry, Job) for entry in lane[1:])  # ids only
+                assert [isinstance(entry, Job) for entry in lane] == [True, True, False, False]
                 release.set()
                 await done.wait()
                 stop.set()
     assert seen == [0, 1, 2, 3]
+    assert queue._payloads == 0

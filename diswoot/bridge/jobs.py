@@ -30,6 +30,11 @@ from diswoot.store import queries as q
 log = logging.getLogger("diswoot.jobs")
 
 RESCAN_SECONDS = 30.0
+PAYLOAD_BUDGET = 1000
+"""Queued jobs whose payload is kept in memory, per queue; beyond it (a backlog after an outage)
+a job waiting behind others is only ``(id, lane, created_at)`` and is read back when it is its
+turn.  Measured: reading every waiting job back costs ~0.8 ms of CPU per DM in a 1,000-DM burst,
+keeping them costs ~2 MB."""
 
 
 class RetryLater(Exception):
@@ -137,7 +142,8 @@ class JobQueue:
         self._backoff = backoff
         self._clock = clock
         self._on_done = on_done
-        self._lanes: dict[str, deque[Job | Waiting]] = {}  # heads carry their payload
+        self._lanes: dict[str, deque[Job | Waiting]] = {}
+        self._payloads = 0  # Job entries in the lanes (see PAYLOAD_BUDGET)
         self._due: dict[int, float] = {}  # job id -> trio time when it may run
         self._active: set[str] = set()
         self._lane_idle: dict[str, trio.Event] = {}  # set when a lane runs empty
@@ -231,7 +237,11 @@ class JobQueue:
     def _schedule(self, job: Job, *, due: float) -> None:
         self._due[job.id] = due
         lane = self._lanes.setdefault(job.lane, deque())
-        lane.append(Waiting(job.id, job.lane, job.created_at) if lane else job)
+        if lane and self._payloads >= PAYLOAD_BUDGET:
+            lane.append(Waiting(job.id, job.lane, job.created_at))
+        else:
+            lane.append(job)
+            self._payloads += 1
         self._start_lane(job.lane)
 
     def _start_lane(self, lane: str) -> None:
@@ -262,11 +272,14 @@ class JobQueue:
                 if job is None:  # ended meanwhile (e.g. `diswoot queue` buried it)
                     finished = True
                 else:
-                    jobs[0] = job
+                    if job is not head:
+                        jobs[0] = job
+                        self._payloads += 1
                     async with self._limiter:
                         finished = await self._attempt(job)
                 if finished:
-                    jobs.popleft()
+                    if isinstance(jobs.popleft(), Job):
+                        self._payloads -= 1
                     self._due.pop(head.id, None)
         finally:
             self._active.discard(lane)

@@ -43,8 +43,13 @@ def _insert_job(
     )
     if cur.rowcount != 1:
         return None
-    row = db.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
-    return Job.from_row(row)
+    assert cur.lastrowid is not None
+    # the row as stored, without reading it back (and parsing the payload again)
+    return Job(
+        id=cur.lastrowid, queue=queue, dedupe_key=dedupe_key, lane=lane, kind=kind,
+        payload=payload, state="pending", attempts=0, next_attempt_at=now, last_error=None,
+        result=None, created_at=now, updated_at=now,
+    )
 
 
 def job_exists(db: sqlite3.Connection, queue: str, dedupe_key: str) -> bool:

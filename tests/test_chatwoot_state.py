@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from quart import Response, request
 
 from diswoot.testing.harness import World, bridge_world, daemon_process
 
@@ -118,21 +117,6 @@ async def test_an_open_conversation_costs_no_read(tmp_path: Path) -> None:
         assert calls(world, mark) == [f"POST conversations/{cid}/messages"]
 
 
-def lose_conversation_answers(world: World, *, delay: float) -> list[int]:
-    """Chatwoot creates the next conversation, but its answer is lost (late, then a 502)."""
-    replaced: list[int] = []
-
-    async def lose(response: Response) -> Response:
-        if request.method == "POST" and request.path.endswith("/conversations") and not replaced:
-            replaced.append(response.status_code)
-            await trio.sleep(delay)
-            return Response("Bad Gateway", 502)
-        return response
-
-    world.chatwoot.app.after_request_funcs[None].append(lose)
-    return replaced
-
-
 def in_chatwoot(world: World, source_id: str) -> bool:
     return any(m.get("source_id") == source_id for m in world.chatwoot.messages.values())
 
@@ -150,7 +134,7 @@ async def test_a_lost_answer_to_the_conversation_post_creates_no_second_one(
         async with bridge_world(tmp_path, greeting_enabled=False) as world:
             world.discord.add_user(UID, "alice")
             world.chatwoot.webhook_urls = []  # no conversation_created webhook tells us either
-            lost = lose_conversation_answers(world, delay=0)
+            lost = world.chatwoot.lose_next_answer("/conversations", delay=0)
             message = await dm(world, "first words")
             assert lost == [200]
             [conversation] = conversations_of_alice(world)
@@ -168,7 +152,7 @@ async def test_a_crash_after_the_conversation_post_leaves_one_conversation(
         async with bridge_world(tmp_path, greeting_enabled=False) as world:
             world.discord.add_user(UID, "alice")
             world.chatwoot.webhook_urls = []  # its conversation_created webhook is lost too
-            lost = lose_conversation_answers(world, delay=60)
+            lost = world.chatwoot.lose_next_answer("/conversations", delay=60)
             sent = world.discord.user_sends(UID, "first words")
             await world.wait_for(lambda: lost == [200])  # Chatwoot created it...
             await world.crash()  # ...and the daemon died before hearing the answer
@@ -188,7 +172,7 @@ async def test_sigkill_right_after_the_conversation_post_leaves_one_conversation
     with trio.fail_after(TIMEOUT * 2):
         async with bridge_world(tmp_path, start=False, greeting_enabled=False) as world:
             world.discord.add_user(UID, "alice")
-            lost = lose_conversation_answers(world, delay=60)
+            lost = world.chatwoot.lose_next_answer("/conversations", delay=60)
             async with daemon_process(world.cfg) as proc:
                 sent = world.discord.user_sends(UID, "first words")
                 await world.wait_for(lambda: lost == [200], timeout=TIMEOUT)

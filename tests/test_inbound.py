@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from quart import Response, request
 
 from diswoot.store import Job, open_store
 from diswoot.store import queries as q
@@ -414,29 +413,12 @@ async def test_chatwoot_down_then_back_delivers_everything_once_in_order(tmp_pat
         assert len({m["source_id"] for m in messages}) == len(messages)
 
 
-def lose_answers(world: World, path_suffix: str, *, delay: float = 0.0) -> list[int]:
-    """Chatwoot handles the next POST to ``path_suffix`` but its answer is lost: it comes
-    ``delay`` seconds late and as a 502 (a proxy gave up).  Returns the statuses it replaced.
-    """
-    replaced: list[int] = []
-
-    async def lose(response: Response) -> Response:
-        if request.method == "POST" and request.path.endswith(path_suffix) and not replaced:
-            replaced.append(response.status_code)
-            await trio.sleep(delay)
-            return Response("Bad Gateway", 502)
-        return response
-
-    world.chatwoot.app.after_request_funcs[None].append(lose)
-    return replaced
-
-
 async def test_a_lost_answer_does_not_duplicate(tmp_path: Path) -> None:
     async with world_for(tmp_path, greeting_enabled=False) as world:
         first = world.discord.user_sends(UID, "one")
         await delivered(world, first["id"])
         [cid] = world.chatwoot.conversations
-        lost = lose_answers(world, f"/conversations/{cid}/messages")
+        lost = world.chatwoot.lose_next_answer(f"/conversations/{cid}/messages")
         sent = world.discord.user_sends(UID, "two")
         await world.wait_for(lambda: lost == [200])
         await world.wait_for(lambda: any(r.status == 502 for r in world.chatwoot.requests))
@@ -453,7 +435,7 @@ async def test_a_crash_after_posting_does_not_duplicate(tmp_path: Path) -> None:
         first = world.discord.user_sends(UID, "one")
         await delivered(world, first["id"])
         [cid] = world.chatwoot.conversations
-        lost = lose_answers(world, f"/conversations/{cid}/messages", delay=60)
+        lost = world.chatwoot.lose_next_answer(f"/conversations/{cid}/messages", delay=60)
         sent = world.discord.user_sends(UID, "two")
         await world.wait_for(lambda: lost == [200])  # Chatwoot saved it...
         await world.crash()  # ...and the daemon died before hearing the answer
@@ -486,7 +468,7 @@ async def test_sigkill_between_stored_and_delivered(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with bridge_world(tmp_path, start=False, greeting_enabled=False) as world:
             world.discord.add_user(UID, "alice")
-            lost = lose_answers(world, "/messages", delay=60)
+            lost = world.chatwoot.lose_next_answer("/messages", delay=60)
             async with daemon_process(world.cfg) as proc:
                 ids = [world.discord.user_sends(UID, f"m{n}")["id"] for n in range(3)]
                 await world.wait_for(lambda: lost == [200], timeout=TIMEOUT)

@@ -101,17 +101,7 @@ class InboundBridge:
         Each user's DM channel and newest DM id are noted with them: the backfill starts there.
         """
         now = self.ctx.clock()
-        dms = [
-            q.DmToStore(
-                lane=event.author_id,
-                kind=KIND_MESSAGE,
-                payload={"message": event.data, "received_at": now},
-                discord_id=event.author_id,
-                channel_id=event.channel_id,
-                message_id=event.id,
-            )
-            for event in events
-        ]
+        dms = [_to_store(event, KIND_MESSAGE, now) for event in events]
         jobs = await self.ctx.store.call(q.accept_dms, self.queue.name, dms, now)
         for event, job in zip(events, jobs, strict=True):
             if job is None:
@@ -137,14 +127,7 @@ class InboundBridge:
         whichever route (live, RESUME replay, backfill) brought it first.
         """
         now = self.ctx.clock()
-        command = q.DmToStore(
-            lane=event.author_id,
-            kind=KIND_COMMAND,
-            payload={"message": event.data, "received_at": now},
-            discord_id=event.author_id,
-            channel_id=event.channel_id,
-            message_id=event.id,
-        )
+        command = _to_store(event, KIND_COMMAND, now)
         job = await self.ctx.store.call(
             q.accept_command, self.queue.name, command, now, done=run_now
         )
@@ -507,6 +490,18 @@ class InboundBridge:
             {"embeds": [embeds.saved_for_later_embed(self.ctx.cfg)]},
             dedupe_key=f"saved:{job.dedupe_key}",
         )
+
+
+def _to_store(event: MessageCreate, kind: str, now: float) -> q.DmToStore:
+    """A user's message as a job in their lane, keyed by its message id."""
+    return q.DmToStore(
+        lane=event.author_id,
+        kind=kind,
+        payload={"message": event.data, "received_at": now},
+        discord_id=event.author_id,
+        channel_id=event.channel_id,
+        message_id=event.id,
+    )
 
 
 class JobAttempt:

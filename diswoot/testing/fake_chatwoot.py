@@ -278,6 +278,22 @@ class FakeChatwoot:
         """Answer the next ``times`` matching requests (``re.search`` on the path) with status."""
         self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, times, body))
 
+    def lose_next_answer(self, path_suffix: str, *, delay: float = 0.0) -> list[int]:
+        """Handle the next POST to a path ending in ``path_suffix``, but lose its answer: it
+        comes ``delay`` seconds late and as a 502 (a proxy gave up).  The returned list gets
+        the status that was replaced."""
+        replaced: list[int] = []
+
+        async def lose(response: Response) -> Response:
+            if request.method == "POST" and request.path.endswith(path_suffix) and not replaced:
+                replaced.append(response.status_code)
+                await trio.sleep(delay)
+                return Response("Bad Gateway", 502)
+            return response
+
+        self.app.after_request_funcs[None].append(lose)
+        return replaced
+
     def messages_in(self, conversation_id: int) -> list[Json]:
         """REST-shaped messages of a conversation, in id order."""
         return [self._message_rest(m) for m in self._messages_of(conversation_id)]

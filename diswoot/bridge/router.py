@@ -4,10 +4,10 @@ The gateway never calls bridge code; it only sends typed events.  This task rece
 order and makes each durable (inbound DMs are stored before anything else; the DMs waiting in
 the channel together are stored in one transaction) or starts its handler.  Interactions run
 concurrently in the router's own nursery (each must be answered within Discord's 3 seconds,
-whatever else is going on).  An event that was rejected by the
-gateway's parser, or whose handling fails, is logged once (type, id, reason; never content),
-counted in ``diswoot_events_rejected_total`` and skipped: no event can end the router.  When
-the gateway closes the channel on shutdown, the router drains what is left and returns.
+whatever else is going on).  An event that was rejected by the gateway's parser, or whose
+handling fails, is logged once (type, id, reason; never content), counted in
+``diswoot_events_rejected_total`` and skipped: no event can end the router.  When the gateway
+closes the channel on shutdown, the router drains what is left and returns.
 """
 
 from __future__ import annotations
@@ -90,11 +90,9 @@ async def _route(
 ) -> None:
     match event:
         case MessageCreate():
-            # `!status`, `!close ...` are answered, never forwarded to Chatwoot
-            if interactions.is_text_command(event):
-                nursery.start_soon(_contained, ctx, event, interactions.handle_text_command, event)
-            else:
-                await inbound.accept_message(event)
+            # a text command (`!status`, `!close ...`): answered, never forwarded to Chatwoot;
+            # plain DMs never reach here, route_events stores them in groups
+            nursery.start_soon(_contained, ctx, event, interactions.handle_text_command, event)
         case MessageUpdate():
             await inbound.accept_edit(event)
         case MessageDelete():

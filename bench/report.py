@@ -62,6 +62,9 @@ TABLE_ROWS: list[tuple[str, str]] = [
     ("daemon_cpu_ms_per_message", "daemon CPU ms/message"),
     ("floor_ms_per_message", "library floor ms/message"),
     ("overhead_ratio", "daemon CPU / floor"),
+    ("drained_daemon_cpu_ms_per_message", "... until drained: CPU ms/message"),
+    ("drained_discord_calls_per_message", "... until drained: Discord calls/msg"),
+    ("drained_overhead_ratio", "... until drained: CPU / floor"),
     ("daemon_cpu_util", "daemon CPU utilisation"),
     ("bench_cpu_ms_per_message", "fakes+driver CPU ms/message"),
     ("peak_rss_mb", "daemon peak RSS MB"),
@@ -79,14 +82,17 @@ def with_floor(results: Mapping[str, Mapping[str, Any]], floor: Mapping[str, flo
     if floor is None:
         return out
     for row in out.values():
-        if "daemon_cpu_ms_per_message" not in row:
-            continue
-        calls = row.get("chatwoot_calls_per_message", 0) + row.get("discord_calls_per_message", 0)
-        ms = calls * floor["httpx_ms"] + row.get("webhooks_per_message", 0) * floor[
-            "quart_new_connection_ms"]
-        row["floor_ms_per_message"] = round(ms, 3)
-        if ms > 0:
-            row["overhead_ratio"] = round(row["daemon_cpu_ms_per_message"] / ms, 2)
+        for prefix in ("", "drained_"):
+            cpu = row.get(f"{prefix}daemon_cpu_ms_per_message")
+            if cpu is None:
+                continue
+            calls = row.get("chatwoot_calls_per_message", 0) + row.get(
+                f"{prefix}discord_calls_per_message", 0)
+            webhooks = row.get(f"{prefix}webhooks_per_message", 0)
+            ms = calls * floor["httpx_ms"] + webhooks * floor["quart_new_connection_ms"]
+            row[f"{prefix}floor_ms_per_message"] = round(ms, 3)
+            if ms > 0:
+                row[f"{prefix}overhead_ratio"] = round(cpu / ms, 2)
     return out
 
 

@@ -184,6 +184,7 @@ async def inbound(
             message = world.discord.user_sends(users[user], f"{tag} #{seq} from user {user}")
             dispatched[str(message["id"])] = (user, seq, time.perf_counter())
         complete = await receipts.wait_all_within(receipt_wait)
+        window = Snapshot.take(world)
     finally:
         log.listeners.remove(receipts.listen)
     drain = await world.wait_drained_within(DRAIN_TIMEOUT)
@@ -227,7 +228,13 @@ async def inbound(
         ),
         "drain_seconds": rounded(drain),
     }
-    result.update(costs(before, after, total))
+    # The CPU figures are the window: first dispatch to the last DM reaching Chatwoot
+    # (the ✅ reactions still queued then are not in it); the same up to the drained queues is
+    # kept as ``drained_*``.
+    result.update(costs(before, window, total))
+    drained = costs(before, after, total)
+    for key in ("daemon_cpu_ms_per_message", "discord_calls_per_message", "webhooks_per_message"):
+        result[f"drained_{key}"] = drained[key]
     return result
 
 

@@ -83,7 +83,7 @@ class Daemon:
 
 DISCORD_CONNECTIONS = 16
 """Discord allows 50 requests/s: 16 connections carry that at up to 300 ms per request."""
-CHATWOOT_CONNECTIONS = 32
+CHATWOOT_CONNECTIONS = 16
 """As many as the inbound lanes that run at once (``inbound.CONCURRENCY``)."""
 
 

@@ -71,7 +71,7 @@ log = logging.getLogger("diswoot.inbound")
 QUEUE = "inbound"
 KIND_MESSAGE, KIND_EDIT, KIND_DELETE = "message", "edit", "delete"
 KIND_COMMAND = "command"  # a `!` text command, keyed by its message id as a DM is
-CONCURRENCY = 32
+CONCURRENCY = 16
 MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
 LIST_PAGE = 100  # GET messages?after= returns at most this many
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

@@ -90,6 +90,15 @@ async def pending_jobs_reach(world: World, count: int) -> None:
         await trio.sleep(0.02)
 
 
+async def pending_jobs_reach_zero(world: World) -> None:
+    """Poll the database (maybe written by another process) until no job is pending."""
+    while True:
+        async with open_store(world.cfg.db_path) as store:
+            if not await store.call(q.list_jobs, ("pending",)):
+                return
+        await trio.sleep(0.05)
+
+
 async def settled(world: World) -> None:
     """Wait until every stored DM was handled and every notice it caused was sent."""
     await world.wait_for(
@@ -480,6 +489,40 @@ async def test_sigkill_between_stored_and_delivered(tmp_path: Path) -> None:
             messages = await delivered(world, *ids)
             assert [m["content"] for m in messages] == ["m0", "m1", "m2"]
             assert world.chatwoot.violations == []
+
+
+async def test_an_unwritten_confirmation_end_repeats_the_reaction_after_a_kill(
+    tmp_path: Path,
+) -> None:
+    """The end of a ✅ job is a deferred write (adding a reaction twice changes nothing): a
+    SIGKILL before it is written makes the next daemon add the reaction again, nothing else;
+    a graceful stop writes it."""
+
+    async def pending_outbound() -> list[Job]:
+        async with open_store(world.cfg.db_path) as store:
+            return await store.call(q.list_jobs, ("pending",), "outbound")
+
+    def reactions(message_id: str) -> list[tuple[str, str, str]]:
+        return [r for r in world.discord.reactions if r[1] == message_id]
+
+    with trio.fail_after(TIMEOUT):
+        async with bridge_world(tmp_path, start=False, greeting_enabled=False) as world:
+            world.discord.add_user(UID, "alice")
+            async with daemon_process(world.cfg) as proc:
+                first = world.discord.user_sends(UID, "m0")  # the first DM has follow-ups
+                await world.wait_for(lambda: reactions(first["id"]), timeout=TIMEOUT)
+                await pending_jobs_reach_zero(world)
+                sent = world.discord.user_sends(UID, "m1")
+                await world.wait_for(lambda: reactions(sent["id"]), timeout=TIMEOUT)
+                proc.kill()
+                await proc.wait()
+            assert [j.dedupe_key for j in await pending_outbound()] == [f"react:{sent['id']}"]
+            await world.start()
+            await world.wait_for(lambda: len(reactions(sent["id"])) == 2, timeout=TIMEOUT)
+            await world.stop()
+            assert await pending_outbound() == []
+            assert len(reactions(first["id"])) == 1
+            assert [m["source_id"] for m in all_incoming(world)] == [first["id"], sent["id"]]
 
 
 async def test_edits_and_deletions_become_private_notes(tmp_path: Path) -> None:

@@ -6,12 +6,13 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 import trio
 
 from diswoot.bridge.recent import RecentIds
 from diswoot.store import open_store
 from diswoot.store import queries as q
-from diswoot.store.db import connect, migrate, schema_version
+from diswoot.store.db import DEFER_SECONDS, connect, migrate, schema_version
 from diswoot.store.schema import MIGRATIONS
 
 
@@ -214,6 +215,67 @@ async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: P
         # nothing half-done: every stored job is complete and the store still works
         assert all(job.dedupe_key.startswith("k") for job in stored)
         assert await store.call(q.add_job, "q", "after", "l", "k", {}, 2.0) is not None
+
+
+def _job_states(path: Path) -> dict[str, str]:
+    """What another connection sees: dedupe key -> state (committed rows only)."""
+    db = connect(str(path))
+    try:
+        return {r["dedupe_key"]: r["state"] for r in db.execute("SELECT * FROM jobs")}
+    finally:
+        db.close()
+
+
+async def _written(path: Path, states: dict[str, str]) -> None:
+    """Return once another connection sees ``states``."""
+    while True:
+        if await trio.to_thread.run_sync(_job_states, path) == states:
+            return
+        await trio.sleep(0.01)
+
+
+async def test_a_deferred_write_rides_with_the_next_batch(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with open_store(path) as store:
+        job = await store.call(q.add_job, "q", "k", "l", "k", {}, 1.0)
+        assert job is not None
+        store.defer(q.finish_job, job.id, 2.0, {"ok": True})
+        assert await trio.to_thread.run_sync(_job_states, path) == {"k": "pending"}
+        before = store.batches
+        await store.call(q.add_job, "q", "k2", "l", "k", {}, 3.0)
+        assert store.batches == before + 1  # no hop of its own
+        assert await trio.to_thread.run_sync(_job_states, path) == {"k": "done", "k2": "pending"}
+
+
+async def test_a_deferred_write_is_written_alone_within_its_delay(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "t.db"
+    async with open_store(path) as store:
+        job = await store.call(q.add_job, "q", "k", "l", "k", {}, 1.0)
+        assert job is not None
+        store.defer(q.finish_job, job.id, 2.0, None)
+        await trio.sleep(DEFER_SECONDS / 2)
+        assert await trio.to_thread.run_sync(_job_states, path) == {"k": "pending"}
+        await trio.sleep(DEFER_SECONDS)  # the flush starts now (virtual time)...
+        with trio.fail_after(DEFER_SECONDS):  # ...and ends within the next few virtual ms
+            await _written(path, {"k": "done"})
+
+
+async def test_deferred_writes_are_written_at_close_and_a_failing_one_is_only_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE no_such_table SET x = 1")
+
+    path = tmp_path / "t.db"
+    async with open_store(path) as store:
+        job = await store.call(q.add_job, "q", "k", "l", "k", {}, 1.0)
+        assert job is not None
+        store.defer(broken)
+        store.defer(q.finish_job, job.id, 2.0, None)
+    assert _job_states(path) == {"k": "done"}
+    assert "a deferred store write failed" in caplog.text
 
 
 # ---- perf: the combined queries do what the separate ones did

@@ -96,6 +96,15 @@ class Finished:
     result: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class FinishLater:
+    """A handler's answer when its job's effect is idempotent (a reaction added, a status
+    set): the job's end is a deferred store write (:meth:`Store.defer`), so a crash before it
+    is written only repeats that effect."""
+
+    result: dict[str, Any] | None = None
+
+
 class Waiting(NamedTuple):
     """A job queued behind others in its lane: its payload stays in SQLite until it runs."""
 
@@ -104,7 +113,7 @@ class Waiting(NamedTuple):
     created_at: float
 
 
-JobHandler = Callable[[Job], Awaitable[dict[str, Any] | Finished | None]]
+JobHandler = Callable[[Job], Awaitable[dict[str, Any] | Finished | FinishLater | None]]
 
 
 @dataclass
@@ -296,7 +305,9 @@ class JobQueue:
             result = await self._handler(job)
         except Exception as exc:
             return await self._failed(job, exc)
-        if not isinstance(result, Finished):
+        if isinstance(result, FinishLater):
+            self.store.defer(q.finish_job, job.id, self._clock(), result.result)
+        elif not isinstance(result, Finished):
             await self.store.call(q.finish_job, job.id, self._clock(), result)
         self.counters.done += 1
         if self._on_done is not None:

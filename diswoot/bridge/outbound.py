@@ -29,7 +29,7 @@ from diswoot.bridge import embeds
 from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.csat import CsatFlow
 from diswoot.bridge.delivery import deliver_parts
-from diswoot.bridge.jobs import Finished, JobQueue, PermanentFailure
+from diswoot.bridge.jobs import Finished, FinishLater, JobQueue, PermanentFailure
 from diswoot.bridge.recent import RecentIds
 from diswoot.bridge.reconcile import Reconciler
 from diswoot.bridge.reply_layout import discord_id_from_identifier, is_inbox_template, reply_parts
@@ -352,7 +352,8 @@ class OutboundBridge:
             self.queue.name, f"react:{message_id}", f"chan:{channel_id}", "reaction", payload
         )
 
-    async def _deliver_reaction(self, job: Job) -> dict[str, Any]:
+    async def _deliver_reaction(self, job: Job) -> FinishLater:
+        """Adding a reaction twice changes nothing: the job's end is a deferred write."""
         p = job.payload
         try:
             await self.ctx.discord.add_reaction(p["channel_id"], p["message_id"], p["emoji"])
@@ -361,8 +362,8 @@ class OutboundBridge:
                 raise
             # e.g. the user deleted the message meanwhile
             log.warning("could not react to DM %s: %s", p["message_id"], exc)
-            return {"skipped": str(exc)}
-        return {"reacted": p["emoji"]}
+            return FinishLater({"skipped": str(exc)})
+        return FinishLater({"reacted": p["emoji"]})
 
     # ------------------------------------------------------------------ background
 
@@ -386,7 +387,7 @@ class OutboundBridge:
 
     # ------------------------------------------------------------------ queue handlers
 
-    async def handle(self, job: Job) -> dict[str, Any] | Finished | None:
+    async def handle(self, job: Job) -> dict[str, Any] | Finished | FinishLater | None:
         """Deliver one outbound job: reply, status, notice, reaction or delete."""
         if job.kind == "reply":
             return await self._deliver_reply(job)
@@ -536,19 +537,22 @@ class OutboundBridge:
             self.receipts.schedule_stored(added)
         return Finished(result)
 
-    async def _send_receipt(self, job: Job) -> dict[str, Any]:
-        """Mark the Chatwoot message delivered/failed; a failure without that API -> a note."""
+    async def _send_receipt(self, job: Job) -> dict[str, Any] | FinishLater:
+        """Mark the Chatwoot message delivered/failed; a failure without that API -> a note.
+
+        Setting a status twice changes nothing: then the job's end is a deferred write.
+        """
         p, chatwoot = job.payload, self.ctx.chatwoot
         cid, mid, status, error = p["conversation_id"], p["message_id"], p["status"], p["error"]
         try:
             await chatwoot.update_message_status(cid, mid, status, external_error=error)
-            return {"status": status}
+            return FinishLater({"status": status})
         except ChatwootError as exc:
             if exc.transient:
                 raise
             if status != "failed":
                 log.info("could not mark Chatwoot message %d %s: %s", mid, status, exc)
-                return {"skipped": exc.status}
+                return FinishLater({"skipped": exc.status})
             log.warning(
                 "could not mark Chatwoot message %d failed (%s); adding a private note", mid, exc
             )

@@ -6,6 +6,10 @@ the trio loop never blocks on disk.  At most one batch of calls runs at a time, 
 the connection is serialised, and calls that queue up meanwhile share the next thread hop and
 the next transaction: a batch commits once (group commit), each call being a savepoint of it.
 
+Deferred writes (:meth:`Store.defer`) are for bookkeeping whose loss in a crash only repeats
+idempotent work (e.g. the end of a job that added a reaction): they ride along with the next
+batch, or are written by themselves at most ``DEFER_SECONDS`` later, and at close.
+
 Durability: WAL with ``synchronous=NORMAL`` survives a crash or SIGKILL of the daemon (every
 committed transaction is in the WAL); after a power loss the last few commits may be lost, which
 the gateway backfill and the Chatwoot reconciliation sweep recover.
@@ -39,6 +43,9 @@ from diswoot.store.schema import MIGRATIONS
 log = logging.getLogger("diswoot.store")
 
 T = TypeVar("T")
+
+DEFER_SECONDS = 1.0
+"""At most this long until a deferred write is in the database (if no batch carries it first)."""
 
 
 class _Call:
@@ -89,6 +96,16 @@ def _run_batch(
     return changes
 
 
+def _nothing(db: sqlite3.Connection) -> None:
+    """A call that only makes a batch (which carries the deferred writes)."""
+
+
+def _log_failures(deferred: list[_Call]) -> None:
+    for item in deferred:
+        if isinstance(item.result, outcome.Error):
+            log.warning("a deferred store write failed: %r", item.result.error)
+
+
 def _fail(group: list[_Call], exc: Exception) -> None:
     for item in group:
         if not isinstance(item.result, outcome.Error):
@@ -116,6 +133,8 @@ class Store:
         self.routing = RoutingState()
         self.path = path
         self.batches = 0  # hand-overs so far (observability, benchmark)
+        self._deferred: list[_Call] = []
+        self._deferred_added = trio.Event()
 
     async def user(self, discord_id: str) -> User | None:
         """The user's row from memory (read through the store on a miss)."""
@@ -152,8 +171,28 @@ class Store:
         assert item.result is not None
         return cast(T, item.result.unwrap())
 
+    def defer(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Write ``fn(db, *args, **kwargs)`` with the next batch, at the latest after
+        ``DEFER_SECONDS`` (:meth:`write_deferred`), and at close.
+
+        Only for writes whose loss in a crash merely repeats idempotent work; a failure is
+        logged (nobody waits for the result).
+        """
+        self._deferred.append(_Call(partial(fn, self._db, *args, **kwargs)))
+        self._deferred_added.set()
+
+    async def write_deferred(self) -> None:
+        """Until cancelled: write deferred calls no batch carried within ``DEFER_SECONDS``."""
+        while True:
+            await self._deferred_added.wait()
+            self._deferred_added = trio.Event()
+            await trio.sleep(DEFER_SECONDS)
+            if self._deferred:
+                await self.call(_nothing)
+
     async def _run_queued(self) -> None:
-        batch, self._queued = self._queued, []
+        deferred, self._deferred = self._deferred, []
+        batch, self._queued = deferred + self._queued, []
         for item in batch:
             item.taken = True
         self._running = True
@@ -167,6 +206,7 @@ class Store:
                 if item.result is None:
                     item.result = outcome.Error(RuntimeError("store call did not run"))
                 item.wake.set()
+            _log_failures(deferred)
             if self._queued:  # arrived during the batch: their oldest caller leads next
                 self._queued[0].wake.set()
             else:
@@ -227,11 +267,21 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
     spath = str(path)
     db = await trio.to_thread.run_sync(partial(connect, spath, factory=CONNECTION_FACTORY))
     touched: set[tuple[str, Any]] = set()
+    store: Store | None = None
     try:
         await trio.to_thread.run_sync(install_change_hooks, db, touched)
         store = Store(db, spath, touched)
         store.routing.apply(await trio.to_thread.run_sync(load_recent, db))
-        yield store
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.write_deferred)
+            try:
+                yield store
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            if store is not None and store._deferred:
+                deferred, store._deferred = store._deferred, []
+                await trio.to_thread.run_sync(_run_batch, db, deferred, touched)
+                _log_failures(deferred)
             await trio.to_thread.run_sync(db.close)

@@ -78,6 +78,32 @@ async def test_a_reply_deleted_before_delivery_is_never_sent(tmp_path: Path) -> 
             assert texts(world) == []
 
 
+async def test_a_queued_reply_deleted_before_its_first_attempt_is_never_sent(
+    tmp_path: Path,
+) -> None:
+    """A reply stored ready to send (prepared at intake) waits behind another in its
+    conversation; the agent deletes it meanwhile: it is never sent."""
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world)
+            world.discord.fail_next(
+                "POST", r"/channels/\d+/messages$", 429, retry_after=60, raw_body=b"<html>"
+            )
+            first = await world.chatwoot.agent_reply(cid, "first, held by a 429")
+            await world.wait_for(lambda: world.discord.responses_429 == 1)
+            second = await world.chatwoot.agent_reply(cid, "oops, wrong customer")
+            await world.wait_for(
+                lambda: world.daemon.outbound.queue.depth == 2  # stored, behind the first
+            )
+            await world.chatwoot.delete_message(cid, second["id"])
+            await world.wait_for(lambda: world.daemon.outbound.queue.depth == 3)  # + delete
+            world.daemon.outbound.queue.wake()
+            job = await finished_job(world, f"msg:{second['id']}")
+            assert job.result == {"suppressed": "deleted by an agent"}
+            await finished_job(world, f"msg:{first['id']}")
+            assert texts(world) == ["first, held by a 429"]
+
+
 async def test_an_agent_retry_of_a_failed_reply_delivers_it(tmp_path: Path) -> None:
     with trio.fail_after(CEILING):
         async with bridge_world(tmp_path) as world:

@@ -226,14 +226,6 @@ def _job_states(path: Path) -> dict[str, str]:
         db.close()
 
 
-async def _written(path: Path, states: dict[str, str]) -> None:
-    """Return once another connection sees ``states``."""
-    while True:
-        if await trio.to_thread.run_sync(_job_states, path) == states:
-            return
-        await trio.sleep(0.01)
-
-
 async def test_a_deferred_write_rides_with_the_next_batch(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     async with open_store(path) as store:
@@ -248,18 +240,22 @@ async def test_a_deferred_write_rides_with_the_next_batch(tmp_path: Path) -> Non
 
 
 async def test_a_deferred_write_is_written_alone_within_its_delay(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, mock_clock: trio.testing.MockClock
 ) -> None:
     path = tmp_path / "t.db"
     async with open_store(path) as store:
         job = await store.call(q.add_job, "q", "k", "l", "k", {}, 1.0)
         assert job is not None
         store.defer(q.finish_job, job.id, 2.0, None)
-        await trio.sleep(DEFER_SECONDS / 2)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(DEFER_SECONDS * 0.9)  # the clock moves only here
+        await trio.testing.wait_all_tasks_blocked()
         assert await trio.to_thread.run_sync(_job_states, path) == {"k": "pending"}
-        await trio.sleep(DEFER_SECONDS)  # the flush starts now (virtual time)...
-        with trio.fail_after(DEFER_SECONDS):  # ...and ends within the next few virtual ms
-            await _written(path, {"k": "done"})
+        mock_clock.jump(DEFER_SECONDS * 0.1)
+        for _ in range(1000):  # each try waits for a thread: real time, bounded
+            if await trio.to_thread.run_sync(_job_states, path) == {"k": "done"}:
+                break
+        assert await trio.to_thread.run_sync(_job_states, path) == {"k": "done"}
 
 
 async def test_deferred_writes_are_written_at_close_and_a_failing_one_is_only_logged(
@@ -402,6 +398,37 @@ def test_prepare_reply_and_finish_job_and_add(tmp_path: Path) -> None:
     assert q.finish_job_and_add(db, reply.id, 5.0, {"ok": True}, receipt) is None  # stored once
     [done] = q.list_jobs(db, states=("done",))
     assert done.id == reply.id and done.result == {"ok": True}
+
+
+def test_accept_reply_prepares_unless_held_and_the_last_part_ends_the_job(
+    tmp_path: Path,
+) -> None:
+    db = connect(str(tmp_path / "t.db"))
+    parts = [{"content": "hi"}]
+
+    def reply(mid: int) -> q.JobToAdd:
+        return q.JobToAdd("outbound", f"msg:{mid}", "conv:1", "reply", {"message_id": mid})
+
+    ready = q.accept_reply(db, reply(5), 5, parts, 1.0)
+    assert ready is not None and ready.payload["parts"] == parts
+    assert q.get_job(db, ready.id).payload["parts"] == parts  # type: ignore[union-attr]
+    assert q.accept_reply(db, reply(5), 5, parts, 1.5) is None  # a duplicate
+    q.add_job(db, "outbound", "delete:6", "conv:1", "delete", {}, 2.0)
+    held = q.accept_reply(db, reply(6), 6, parts, 2.5)
+    assert held is not None and "parts" not in held.payload  # the run's prepare_reply says why
+    template = q.accept_reply(db, reply(7), 7, None, 3.0)
+    assert template is not None and "parts" not in template.payload
+
+    receipt = q.JobToAdd("receipts", "receipt:5", "conv:1", "receipt", {"status": "delivered"})
+    payload = {**ready.payload, "sent": ["900"]}
+    added = q.record_outbound_part(
+        db, ready.id, payload, "900", "c1", 5, 1, 4.0, ending=({"ids": ["900"]}, receipt)
+    )
+    assert added is not None and added.dedupe_key == "receipt:5"
+    done = q.get_job(db, ready.id)
+    assert done is not None and done.state == "done" and done.result == {"ids": ["900"]}
+    assert done.payload["sent"] == ["900"]
+    assert [link.direction for link in q.links_for_chatwoot(db, 5)] == ["out"]
 
 
 def test_recent_ids_forget_the_oldest_first() -> None:

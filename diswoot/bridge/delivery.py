@@ -15,13 +15,14 @@ the upload (413) turns the whole part into links.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import httpx
 
 from diswoot.bridge.downloads import DownloadFailed, TooLarge, chatwoot_media_policy, download
+from diswoot.bridge.jobs import Finished
 from diswoot.context import Context
 from diswoot.rest.client import UploadFile
 from diswoot.rest.errors import DiscordHTTPError
@@ -55,6 +56,16 @@ class Undeliverable:
     reason: str
 
 
+class Ending(NamedTuple):
+    """How a job ends, written with its last part: its result (read when the last part is
+    recorded, so it may refer to ``payload["sent"]``) and the job it leads to, which
+    ``schedule`` gets once stored."""
+
+    result: dict[str, Any]
+    then: q.JobToAdd
+    schedule: Callable[[Job], None]
+
+
 def nonce_for(job_id: int, index: int) -> str:
     """A nonce stable across retries and restarts (Discord allows at most 25 characters)."""
     return f"dw{job_id}.{index}"
@@ -82,9 +93,12 @@ async def deliver_parts(
     *,
     chatwoot_message_id: int | None = None,
     conversation_id: int | None = None,
-) -> Undeliverable | None:
+    ending: Ending | None = None,
+) -> Undeliverable | Finished | None:
     """Send the parts not sent yet; ``Undeliverable`` on a permanent refusal.
 
+    With ``ending``, the job ends in the transaction that records its last part (returns
+    ``Finished``); None: every part was sent before, the job is not ended here.
     Transient failures (429, 5xx, network, a download that failed for now) propagate (the
     queue retries them); the parts already sent stay sent.
     """
@@ -114,7 +128,8 @@ async def deliver_parts(
                 await ctx.store.call(q.update_job_payload, job.id, job.payload)
                 continue
             sent.append(str(message["id"]))
-            await ctx.store.call(
+            last = ending if len(sent) == len(parts) else None
+            added = await ctx.store.call(
                 q.record_outbound_part,
                 job.id,
                 job.payload,
@@ -123,7 +138,12 @@ async def deliver_parts(
                 chatwoot_message_id,
                 conversation_id,
                 ctx.clock(),
+                ending=None if last is None else (last.result, last.then),
             )
+            if last is not None:
+                if added is not None:
+                    last.schedule(added)
+                return Finished(last.result)
     except DiscordHTTPError as exc:
         if exc.transient:
             raise

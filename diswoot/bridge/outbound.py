@@ -28,7 +28,7 @@ import trio
 from diswoot.bridge import embeds
 from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.csat import CsatFlow
-from diswoot.bridge.delivery import deliver_parts
+from diswoot.bridge.delivery import Ending, Undeliverable, deliver_parts
 from diswoot.bridge.jobs import Finished, FinishLater, JobQueue, PermanentFailure
 from diswoot.bridge.recent import RecentIds
 from diswoot.bridge.reconcile import Reconciler
@@ -76,6 +76,9 @@ class OutboundBridge:
         self.typing = AgentTyping(ctx)
         self.reconciler = Reconciler(ctx, self)
         self.delivered = RecentIds(DELIVERED_REMEMBERED)  # replies delivered lately (ids)
+        # reply jobs stored prepared by this process and not run yet: job id -> message id
+        # (an agent's deletion meanwhile drops its entries: the run checks the store again)
+        self._prepared: dict[int, int] = {}
 
     # ------------------------------------------------------------------ webhook intake
 
@@ -182,8 +185,21 @@ class OutboundBridge:
             "received_at": self.ctx.clock(),
         }
         key = dedupe_key or f"msg:{message_id}"
-        job = await self.queue.submit("reply", key, f"conv:{conversation_id}", payload)
-        return "stored" if job is not None else "duplicate"
+        reply = q.JobToAdd(self.queue.name, key, f"conv:{conversation_id}", "reply", payload)
+        parts = None if template else reply_parts(payload, upload_limit=self._upload_limit())
+        job = await self.ctx.store.call(
+            q.accept_reply, reply, message_id, parts, self.ctx.clock()
+        )
+        if job is None:
+            self.queue.note_duplicate()
+            return "duplicate"
+        if "parts" in job.payload:
+            self._prepared[job.id] = message_id
+        self.queue.schedule_stored(job)
+        return "stored"
+
+    def _upload_limit(self) -> int:
+        return self.ctx.cfg.discord_upload_limit_mb * 1024 * 1024
 
     async def _accept_update(self, event: MessageEvent) -> str:
         """``message_updated``: an agent deleted a reply, or retried one that failed."""
@@ -192,6 +208,8 @@ class OutboundBridge:
         if conv is None:
             return "ignored"
         if event.deleted:
+            for job_id in [j for j, m in self._prepared.items() if m == mid]:
+                del self._prepared[job_id]  # its run checks the store for this deletion
             job = await self.queue.submit(
                 "delete",
                 f"delete:{mid}",
@@ -402,11 +420,12 @@ class OutboundBridge:
     async def _deliver_reply(self, job: Job) -> dict[str, Any] | Finished:
         p, ctx = job.payload, self.ctx
         cid, mid = int(p["conversation_id"]), int(p["message_id"])
-        if "parts" not in p:
+        if self._prepared.pop(job.id, None) is not None:
+            hold = None  # prepared when stored, by this process; not deleted since
+        elif "parts" not in p:
             if p.get("template") and is_inbox_template(p.get("content"), await ctx.inbox.get()):
                 return {"suppressed": "inbox template"}
-            limit = ctx.cfg.discord_upload_limit_mb * 1024 * 1024
-            parts = reply_parts(p, upload_limit=limit)
+            parts = reply_parts(p, upload_limit=self._upload_limit())
             # one transaction: not deleted, not delivered by another job; then the parts
             hold = await ctx.store.call(q.prepare_reply, job.id, self.queue.name, mid, p, parts)
         else:
@@ -414,24 +433,30 @@ class OutboundBridge:
             hold = {"suppressed": "deleted by an agent"} if deleted else None
         if hold is not None:
             return hold
-        failure = await deliver_parts(
-            ctx, job, p["discord_id"], chatwoot_message_id=mid, conversation_id=cid
+        # the last part's transaction also ends the job and stores the agent's receipt
+        result: dict[str, Any] = {"discord_message_ids": p.setdefault("sent", [])}
+        ending = Ending(
+            result, self._receipt_job(job, "delivered", None), self.receipts.schedule_stored
         )
-        if failure is not None:
+        outcome = await deliver_parts(
+            ctx, job, p["discord_id"], chatwoot_message_id=mid, conversation_id=cid, ending=ending
+        )
+        if isinstance(outcome, Undeliverable):
             log.warning(
                 "reply %d of conversation %d cannot reach Discord user %s: %s",
                 mid,
                 cid,
                 p["discord_id"],
-                failure.reason,
+                outcome.reason,
             )
-            result: dict[str, Any] = {"failed": failure.reason}
-            return await self._finish_with_receipt(job, result, "failed", failure.reason)
+            failed = {"failed": outcome.reason}
+            return await self._finish_with_receipt(job, failed, "failed", outcome.reason)
         self.typing.stop(cid)
         self.delivered.add(mid)
         ctx.metrics.replies_delivered.inc()
         self._observe_latency(p)
-        result = {"discord_message_ids": p["sent"]}
+        if isinstance(outcome, Finished):
+            return outcome
         return await self._finish_with_receipt(job, result, "delivered", None)
 
     async def _deliver_notices(self, job: Job) -> dict[str, Any]:
@@ -442,7 +467,7 @@ class OutboundBridge:
         if not p["parts"]:
             return {"notices": []}
         failure = await deliver_parts(ctx, job, p["discord_id"])
-        if failure is not None:
+        if isinstance(failure, Undeliverable):
             log.warning("could not DM a notice to %s: %s", p["discord_id"], failure.reason)
             return {"failed": failure.reason}
         for kind in p["kinds"]:
@@ -521,21 +546,25 @@ class OutboundBridge:
 
         One receipt per delivery attempt: the first keeps the historical key.
         """
-        cid, mid = int(job.payload["conversation_id"]), int(job.payload["message_id"])
-        first = job.dedupe_key == f"msg:{mid}"
-        receipt = q.JobToAdd(
-            self.receipts.name,
-            f"receipt:{mid}" if first else f"receipt:{job.dedupe_key}",
-            f"conv:{cid}",
-            "receipt",
-            {"conversation_id": cid, "message_id": mid, "status": status, "error": error},
-        )
+        receipt = self._receipt_job(job, status, error)
         added = await self.ctx.store.call(
             q.finish_job_and_add, job.id, self.ctx.clock(), result, receipt
         )
         if added is not None:
             self.receipts.schedule_stored(added)
         return Finished(result)
+
+    def _receipt_job(self, job: Job, status: str, error: str | None) -> q.JobToAdd:
+        """The receipt of a reply job's delivery attempt; the first keeps the historical key."""
+        cid, mid = int(job.payload["conversation_id"]), int(job.payload["message_id"])
+        first = job.dedupe_key == f"msg:{mid}"
+        return q.JobToAdd(
+            self.receipts.name,
+            f"receipt:{mid}" if first else f"receipt:{job.dedupe_key}",
+            f"conv:{cid}",
+            "receipt",
+            {"conversation_id": cid, "message_id": mid, "status": status, "error": error},
+        )
 
     async def _send_receipt(self, job: Job) -> dict[str, Any] | FinishLater:
         """Mark the Chatwoot message delivered/failed; a failure without that API -> a note.

@@ -160,8 +160,15 @@ def record_outbound_part(
     chatwoot_message_id: int | None,
     conversation_id: int | None,
     now: float,
-) -> None:
-    """One part of an outbound job reached Discord: save progress and the link together."""
+    *,
+    ending: tuple[dict[str, Any], JobToAdd] | None = None,
+) -> Job | None:
+    """One part of an outbound job reached Discord: save progress and the link together.
+
+    ``ending`` = (result, next job): it was the last part; the job ends and the next job
+    (e.g. the reply's receipt) is stored in the same transaction, and returned (None: none,
+    or stored before).
+    """
     with transaction(db):
         db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
         if chatwoot_message_id is not None and conversation_id is not None:
@@ -172,6 +179,11 @@ def record_outbound_part(
                 (discord_message_id, chatwoot_message_id, conversation_id, discord_channel_id,
                  now),
             )
+        if ending is None:
+            return None
+        result, then = ending
+        finish_job(db, job_id, now, result)
+        return _insert_job(db, *then, now)
 
 
 def finish_job_and_add(
@@ -184,6 +196,16 @@ def finish_job_and_add(
         return _insert_job(db, *then, now)
 
 
+def _reply_hold(db: sqlite3.Connection, queue: str, message_id: int) -> dict[str, Any] | None:
+    """Why a reply must not be sent (an agent deleted it; another job delivered it), or None."""
+    if job_exists(db, queue, f"delete:{message_id}"):
+        return {"suppressed": "deleted by an agent"}
+    links = links_for_chatwoot(db, message_id)
+    if any(link.direction == "out" for link in links):
+        return {"already_delivered": [link.discord_message_id for link in links]}
+    return None
+
+
 def prepare_reply(
     db: sqlite3.Connection,
     job_id: int,
@@ -192,14 +214,31 @@ def prepare_reply(
     payload: dict[str, Any],
     parts: list[dict[str, Any]],
 ) -> dict[str, Any] | None:
-    """Before a reply's first send, in one transaction: why it must not be sent (an agent
-    deleted it; another job delivered it), else None with ``parts`` stored in its payload."""
+    """Before a reply's first send, in one transaction: why it must not be sent (see
+    :func:`_reply_hold`), else None with ``parts`` stored in its payload."""
     with transaction(db):
-        if job_exists(db, queue, f"delete:{message_id}"):
-            return {"suppressed": "deleted by an agent"}
-        links = links_for_chatwoot(db, message_id)
-        if any(link.direction == "out" for link in links):
-            return {"already_delivered": [link.discord_message_id for link in links]}
+        hold = _reply_hold(db, queue, message_id)
+        if hold is not None:
+            return hold
         payload["parts"] = parts
         db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
     return None
+
+
+def accept_reply(
+    db: sqlite3.Connection,
+    reply: JobToAdd,
+    message_id: int,
+    parts: list[dict[str, Any]] | None,
+    now: float,
+) -> Job | None:
+    """Store an agent's reply (None: stored before), prepared when nothing holds it back.
+
+    In one transaction: the job and, unless :func:`_reply_hold` or ``parts`` is None, its
+    ``parts`` in the payload, so the first attempt sends at once (without
+    :func:`prepare_reply`).
+    """
+    with transaction(db):
+        if parts is not None and _reply_hold(db, reply.queue, message_id) is None:
+            reply.payload["parts"] = parts
+        return _insert_job(db, *reply, now)

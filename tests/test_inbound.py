@@ -491,6 +491,47 @@ async def test_sigkill_between_stored_and_delivered(tmp_path: Path) -> None:
             assert world.chatwoot.violations == []
 
 
+async def test_a_dm_to_an_open_conversation_takes_two_store_hops(tmp_path: Path) -> None:
+    """Steady state: the DM's job is stored with its posting note (one hop), the delivery is
+    recorded with the job's end (one hop), the ✅ job's end rides along later."""
+    async with world_for(tmp_path, greeting_enabled=False) as world:
+        first = world.discord.user_sends(UID, "m0")
+        await delivered(world, first["id"])
+        await settled(world)
+        store = world.daemon.ctx.store
+        before = store.batches
+        sent = world.discord.user_sends(UID, "m1")
+        await delivered(world, sent["id"])
+        await settled(world)
+        assert store.batches - before == 2
+        [job] = [j for j in await store.call(q.list_jobs, ("done",), "inbound")
+                 if j.dedupe_key == sent["id"]]
+        assert job.payload["posting"]["conversation_id"] == all_incoming(world)[0][
+            "conversation_id"]
+
+
+async def test_sigkill_after_a_post_noted_at_intake_still_delivers_once(tmp_path: Path) -> None:
+    """The posting note stored with the job (known open conversation) protects the POST as
+    the one written before it does: a new daemon finds the lost message, posts nothing."""
+    with trio.fail_after(TIMEOUT):
+        async with bridge_world(tmp_path, start=False, greeting_enabled=False) as world:
+            world.discord.add_user(UID, "alice")
+            async with daemon_process(world.cfg) as proc:
+                first = world.discord.user_sends(UID, "m0")
+                await world.wait_for(lambda: reacted(world, first["id"]), timeout=TIMEOUT)
+                lost = world.chatwoot.lose_next_answer("/messages", delay=60)
+                sent = world.discord.user_sends(UID, "m1")
+                await world.wait_for(lambda: lost == [200], timeout=TIMEOUT)
+                proc.kill()
+                await proc.wait()
+            [job] = [j for j in await stored_jobs(world, "pending") if j.dedupe_key == sent["id"]]
+            assert "posting" in job.payload
+            await world.start()
+            messages = await delivered(world, first["id"], sent["id"])
+            assert [m["content"] for m in messages] == ["m0", "m1"]
+            assert world.chatwoot.violations == []
+
+
 async def test_an_unwritten_confirmation_end_repeats_the_reaction_after_a_kill(
     tmp_path: Path,
 ) -> None:

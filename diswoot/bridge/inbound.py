@@ -65,6 +65,7 @@ from diswoot.context import Context
 from diswoot.gateway.events import MessageCreate, MessageDelete, MessageUpdate, TypingStart
 from diswoot.store import Job
 from diswoot.store import queries as q
+from diswoot.store.models import Conversation, User
 
 log = logging.getLogger("diswoot.inbound")
 
@@ -93,6 +94,9 @@ class InboundBridge:
         self.command_runner: CommandRunner | None = None  # runs queued text commands
         self._told_saved: set[str] = set()  # users told "saved" during the current outage
         self._stop = trio.Event()  # the service's, once start_background has run
+        # DM jobs stored by this process with their ``posting`` note and not attempted yet:
+        # their first attempt knows nothing was posted (no search) nor needs a new note
+        self._noted_at_intake: set[int] = set()
 
     # ------------------------------------------------------------------ gateway side
     async def accept_messages(self, events: Sequence[MessageCreate]) -> list[bool]:
@@ -101,17 +105,35 @@ class InboundBridge:
         Each user's DM channel and newest DM id are noted with them: the backfill starts there.
         """
         now = self.ctx.clock()
-        dms = [_to_store(event, KIND_MESSAGE, now) for event in events]
+        dms, next_up = [], set()
+        for event in events:
+            dm = _to_store(event, KIND_MESSAGE, now)
+            if dm.lane not in next_up and self.queue.lane_idle(dm.lane):
+                next_up.add(dm.lane)  # runs at once: its posting note is stored with it
+                dm = dm._replace(posting_conversation=self._open_conversation(dm.discord_id))
+            dms.append(dm)
         jobs = await self.ctx.store.call(q.accept_dms, self.queue.name, dms, now)
-        for event, job in zip(events, jobs, strict=True):
+        for event, dm, job in zip(events, dms, jobs, strict=True):
             if job is None:
                 self.queue.note_duplicate()
                 continue
+            if dm.posting_conversation is not None:
+                self._noted_at_intake.add(job.id)
             self.queue.schedule_stored(job)
             self.ctx.discord.remember_dm_channel(event.author_id, event.channel_id)
             self.ctx.metrics.dms_received.inc()
             self.typing.message_sent(event.author_id)
         return [job is not None for job in jobs]
+
+    def _open_conversation(self, discord_id: str) -> int | None:
+        """The user's open or pending conversation, if memory knows it (no store read)."""
+        user = self.ctx.store.routing.users.get(discord_id)
+        if not isinstance(user, User) or user.conversation_id is None:
+            return None
+        conversation = self.ctx.store.routing.conversations.get(user.conversation_id)
+        if isinstance(conversation, Conversation) and conversation.status in ("open", "pending"):
+            return conversation.conversation_id
+        return None
 
     async def accept_message(self, event: MessageCreate) -> bool:
         """:meth:`accept_messages` for one DM."""
@@ -180,6 +202,12 @@ class InboundBridge:
     async def handle(self, job: Job) -> dict[str, Any] | Finished | None:
         """Deliver one stored job (the queue's handler; failures follow ``jobs.classify``)."""
         try:
+            return await self._handle(job)
+        finally:
+            self._noted_at_intake.discard(job.id)  # a later attempt may follow a POST
+
+    async def _handle(self, job: Job) -> dict[str, Any] | Finished | None:
+        try:
             if job.kind == KIND_MESSAGE:
                 return await self._deliver_message(job)
             if job.kind in (KIND_EDIT, KIND_DELETE):
@@ -207,7 +235,8 @@ class InboundBridge:
         received = datetime.fromtimestamp(received_at, UTC)
         outside = not hours.is_open(received)
         link = None
-        if "posting" in job.payload:  # an earlier attempt POSTed: it may have been recorded
+        if "posting" in job.payload and job.id not in self._noted_at_intake:
+            # an earlier attempt POSTed: it may have been recorded
             links = await self.ctx.store.call(q.links_for_discord, message_id)
             link = next((lk for lk in links if lk.direction == "in"), None)
         if link is not None:
@@ -301,13 +330,17 @@ class InboundBridge:
         """POST a message at most once per job, although Chatwoot has no idempotency.
 
         The attempt (conversation, newest known message id) is stored in the job before the
-        POST; if it is there already, an earlier attempt may have succeeded unseen, so the
+        POST (with the job itself when the DM arrived for a known open conversation); if it
+        is there from an earlier attempt, that one may have succeeded unseen, so the
         conversation is searched for our ``source_id`` first.  ``files``: the Discord message
         whose attachments are uploaded with it (or linked, with a note, below the text).
         """
         store = self.ctx.store
         attempt = job.payload.get("posting")
-        if attempt is not None:
+        # noted when stored, by this process, and not attempted: nothing was posted yet
+        first = attempt is not None and job.id in self._noted_at_intake
+        self._noted_at_intake.discard(job.id)
+        if attempt is not None and not first:
             found = await self._find_posted(
                 int(attempt["conversation_id"]), source_id, attempt.get("after")
             )
@@ -315,7 +348,9 @@ class InboundBridge:
                 log.info("%s %s is in Chatwoot already (%s)", job.kind, source_id, found["id"])
                 return found
         async with self._uploads(job, files) as (parts, notes):
-            await store.call(q.begin_post, job.id, job.payload, conversation_id)
+            noted = attempt["conversation_id"] if first and attempt is not None else None
+            if noted != conversation_id:
+                await store.call(q.begin_post, job.id, job.payload, conversation_id)
             text = "\n".join(line for line in (content, *notes) if line)
             return await self.ctx.chatwoot.create_message(
                 conversation_id,

@@ -85,4 +85,8 @@ MIGRATIONS: list[list[str]] = [
             value  TEXT NOT NULL
         )""",
     ],
+    # 2: the newest linked message of a conversation without a scan (noted before each POST)
+    [
+        "CREATE INDEX links_by_conversation ON message_links(conversation_id, chatwoot_message_id)",
+    ],
 ]

@@ -34,7 +34,11 @@ def _note_dm(
 
 
 class DmToStore(NamedTuple):
-    """One DM for :func:`accept_dms`: its job (keyed by the message id) and its user."""
+    """One DM for :func:`accept_dms`: its job (keyed by the message id) and its user.
+
+    ``posting_conversation``: the conversation it will most likely be posted to; its
+    ``posting`` note (see :func:`begin_post`) is then written with the job.
+    """
 
     lane: str
     kind: str
@@ -42,6 +46,7 @@ class DmToStore(NamedTuple):
     discord_id: str
     channel_id: str
     message_id: str
+    posting_conversation: int | None = None
 
 
 def accept_dms(
@@ -54,6 +59,8 @@ def accept_dms(
     jobs: list[Job | None] = []
     with transaction(db):
         for dm in dms:
+            if dm.posting_conversation is not None:
+                _note_posting(db, dm.payload, dm.posting_conversation)
             job = _insert_job(db, queue, dm.message_id, dm.lane, dm.kind, dm.payload, now)
             if job is not None:
                 _note_dm(db, dm.discord_id, dm.channel_id, dm.message_id, now)
@@ -95,9 +102,16 @@ def begin_post(
     message the bridge linked in that conversation) and stores the payload; returns ``after``.
     """
     with transaction(db):
-        after = newest_linked_chatwoot_message(db, conversation_id)
-        payload["posting"] = {"conversation_id": conversation_id, "after": after}
+        after = _note_posting(db, payload, conversation_id)
         db.execute("UPDATE jobs SET payload = ? WHERE id = ?", (json.dumps(payload), job_id))
+    return after
+
+
+def _note_posting(db: sqlite3.Connection, payload: dict[str, Any], conversation_id: int
+                  ) -> int | None:
+    """``payload["posting"]`` for a POST into ``conversation_id``; returns its ``after``."""
+    after = newest_linked_chatwoot_message(db, conversation_id)
+    payload["posting"] = {"conversation_id": conversation_id, "after": after}
     return after
 
 

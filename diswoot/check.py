@@ -28,6 +28,7 @@ from diswoot.config_values import (
 from diswoot.envfile import EnvFileError, lint_env_file
 from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
+from diswoot.tls import client_context
 
 PRIVILEGED_NOTE = "no privileged intent is needed: DMs to the bot carry their content"
 Note = tuple[str, str]  # (what, fix): a warning about the configuration's text
@@ -229,7 +230,9 @@ def _check_webhook_settings(cfg: Config, report: Report) -> None:
 
 
 async def _main(cfg: Config, out: TextIO, notes: Sequence[Note]) -> int:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0, connect=5.0), verify=client_context()
+    ) as http:
         report = await run_checks(cfg, http, notes)
     report.render(out)
     return 1 if report.failed else 0

@@ -56,6 +56,7 @@ from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Store, open_store
 from diswoot.store import queries as q
 from diswoot.supervise import supervised
+from diswoot.tls import client_context
 from diswoot.webhook.app import create_app
 from diswoot.webhook.server import serve_http
 
@@ -98,6 +99,7 @@ def http_client(connections: int = CHATWOOT_CONNECTIONS) -> httpx.AsyncClient:
         timeout=httpx.Timeout(15.0, connect=5.0),
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         follow_redirects=False,
+        verify=client_context(),
     )
 
 

@@ -28,6 +28,7 @@ from diswoot.rest.client import UploadFile
 from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Job
 from diswoot.store import queries as q
+from diswoot.tls import client_context
 
 log = logging.getLogger("diswoot.delivery")
 
@@ -178,7 +179,7 @@ async def fetch_files(
     policy = chatwoot_media_policy(ctx.cfg)
     uploads: list[UploadFile] = []
     links: list[str] = []
-    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT) as http:
+    async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, verify=client_context()) as http:
         for f in files:
             try:
                 got = await download(http, f["url"], max_bytes=limit, policy=policy)

@@ -18,6 +18,7 @@ from diswoot.bridge.commands import COMMAND_DEFINITIONS
 from diswoot.config import EX_CONFIG, Config
 from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
+from diswoot.tls import client_context
 
 HTTP_TIMEOUT = 15.0
 MAX_RETRIES = 2
@@ -37,7 +38,7 @@ def deploy_commands_cli(
 
 async def _deploy(cfg: Config, out: TextIO, err: TextIO) -> int:
     app_id = cfg.discord_client_id
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, verify=client_context()) as http:
         rest = DiscordRest(
             http,
             base_url=cfg.discord_api_base_url,

@@ -66,6 +66,7 @@ from diswoot.gateway.events import MessageCreate, MessageDelete, MessageUpdate, 
 from diswoot.store import Job
 from diswoot.store import queries as q
 from diswoot.store.models import Conversation, User
+from diswoot.tls import client_context
 
 log = logging.getLogger("diswoot.inbound")
 
@@ -374,7 +375,9 @@ class InboundBridge:
         parts: list[Attachment] = []
         notes: list[str] = []
         async with (
-            httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as http,
+            httpx.AsyncClient(
+                timeout=DOWNLOAD_TIMEOUT, follow_redirects=True, verify=client_context()
+            ) as http,
             AsyncExitStack() as stack,
         ):
             files = DmFiles(self.ctx, message, http, stack, cap_mb * MIB)

@@ -17,6 +17,8 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from diswoot.tls import client_context
+
 from .events import GatewayEvent, GatewayStatus, Presence, SessionState
 from .protocol import NextAction, Op, close_action, encode
 from .ratelimit import SendLimiter
@@ -47,7 +49,8 @@ async def open_gateway_websocket(
     """
     opened: WebSocketConnection | None = None
     try:
-        async with open_websocket_url(url, max_message_size=max_message_size) as ws:
+        tls = client_context() if url.startswith("wss:") else None  # ws: takes none
+        async with open_websocket_url(url, tls, max_message_size=max_message_size) as ws:
             opened = ws
             yield ws
     finally:

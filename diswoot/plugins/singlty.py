@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from diswoot.plugins.base import DiscordUser, Enrichment
+from diswoot.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class SingltyPlugin:
 
     async def enrich_contact(self, user: DiscordUser) -> Enrichment | None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self._timeout, verify=client_context())
         response = await self._client.get(
             f"{self._url}/internal/users/by-discord/{quote(user.id, safe='')}",
             headers={"x-api-key": self._key, "accept": "application/json"},

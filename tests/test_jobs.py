@@ -232,10 +232,11 @@ async def test_pending_jobs_survive_a_restart_and_requeued_dead_ones_are_picked_
     assert handled == ["a", "b"]
 
 
-async def test_beyond_the_budget_waiting_jobs_keep_their_payload_in_sqlite(
+async def test_jobs_waiting_behind_others_keep_their_payload_in_sqlite(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past PAYLOAD_BUDGET, a waiting job is only its id; it is loaded when it is its turn."""
+    """Behind its lane's next job, a job is only its id; it is read back (READ_AHEAD at a
+    time) when it is its turn."""
     seen: list[int] = []
     release = trio.Event()
     done = trio.Event()
@@ -244,22 +245,26 @@ async def test_beyond_the_budget_waiting_jobs_keep_their_payload_in_sqlite(
         if not seen:
             await release.wait()
         seen.append(job.payload["n"])
-        if len(seen) == 4:
+        if len(seen) == 5:
             done.set()
 
     async with open_store(tmp_path / "t.db") as store:
         queue = JobQueue(store, "inbound", handler, backoff=instant)
         stop = trio.Event()
-        monkeypatch.setattr(jobs_module, "PAYLOAD_BUDGET", 2)
+        monkeypatch.setattr(jobs_module, "READ_AHEAD", 2)
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 await nursery.start(queue.run, stop)
-                for n in range(4):
+                for n in range(5):
                     await queue.submit("message", f"m{n}", "u1", {"n": n, "text": "x" * 1000})
                 lane = list(queue._lanes["u1"])
-                assert [isinstance(entry, Job) for entry in lane] == [True, True, False, False]
+                assert [isinstance(entry, Job) for entry in lane] == [True] + [False] * 4
+                assert queue._payloads == 1
+                before = store.batches
                 release.set()
                 await done.wait()
                 stop.set()
-    assert seen == [0, 1, 2, 3]
+    assert seen == [0, 1, 2, 3, 4]
     assert queue._payloads == 0
+    # 4 jobs read back 2 at a time, and 5 job ends (some may share a batch)
+    assert store.batches - before <= 2 + 5

@@ -11,13 +11,14 @@ lane moves on.  Nothing is dropped after N retries.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import trio
@@ -26,15 +27,16 @@ from diswoot.bridge.backoff import retry_delay
 from diswoot.errors import UpstreamError
 from diswoot.store import Job, Store
 from diswoot.store import queries as q
+from diswoot.store.queries import JobRef as Waiting  # a job queued behind others, sans payload
 
 log = logging.getLogger("diswoot.jobs")
 
 RESCAN_SECONDS = 30.0
-PAYLOAD_BUDGET = 1000
-"""Queued jobs whose payload is kept in memory, per queue; beyond it (a backlog after an outage)
-a job waiting behind others is only ``(id, lane, created_at)`` and is read back when it is its
-turn.  Measured: reading every waiting job back costs ~0.8 ms of CPU per DM in a 1,000-DM burst,
-keeping them costs ~2 MB."""
+READ_AHEAD = 8
+"""A lane's next job is kept whole in memory; the jobs queued behind it are only
+``(id, lane, created_at, next_attempt_at)`` and are read back this many at a time when it is
+their turn (inside the concurrency limit), so queued payloads stay in SQLite: memory is bound
+by the lanes and the concurrency, not by the backlog."""
 
 
 class RetryLater(Exception):
@@ -105,14 +107,6 @@ class FinishLater:
     result: dict[str, Any] | None = None
 
 
-class Waiting(NamedTuple):
-    """A job queued behind others in its lane: its payload stays in SQLite until it runs."""
-
-    id: int
-    lane: str
-    created_at: float
-
-
 JobHandler = Callable[[Job], Awaitable[dict[str, Any] | Finished | FinishLater | None]]
 
 
@@ -152,7 +146,7 @@ class JobQueue:
         self._clock = clock
         self._on_done = on_done
         self._lanes: dict[str, deque[Job | Waiting]] = {}
-        self._payloads = 0  # Job entries in the lanes (see PAYLOAD_BUDGET)
+        self._payloads = 0  # Job entries in the lanes (see READ_AHEAD)
         self._due: dict[int, float] = {}  # job id -> trio time when it may run
         self._active: set[str] = set()
         self._lane_idle: dict[str, trio.Event] = {}  # set when a lane runs empty
@@ -215,14 +209,14 @@ class JobQueue:
         self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Load pending jobs, then process until ``stop``; in-flight jobs are finished."""
-        pending = await self.store.call(q.pending_jobs, self.name)
+        pending = await self.store.call(q.pending_job_refs, self.name)
         now_wall, now_trio = self._clock(), trio.current_time()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for job in pending:
-                if job.id not in self._due:
-                    delay = max(0.0, job.next_attempt_at - now_wall)
-                    self._schedule(job, due=now_trio + delay)
+            for ref in pending:
+                if ref.id not in self._due:
+                    delay = max(0.0, ref.next_attempt_at - now_wall)
+                    self._schedule(Waiting(*ref), due=now_trio + delay)
             for lane in list(self._lanes):  # jobs submitted before run() started
                 self._start_lane(lane)
             if pending:
@@ -239,21 +233,22 @@ class JobQueue:
 
     async def _rescan(self) -> None:
         """Pick up pending rows not scheduled here (e.g. re-queued by ``diswoot queue retry``)."""
-        pending = await self.store.call(q.pending_jobs, self.name)
-        fresh = [job for job in pending if job.id not in self._due]
-        for job in fresh:
-            self._schedule(job, due=trio.current_time())
+        pending = await self.store.call(q.pending_job_refs, self.name)
+        fresh = [ref for ref in pending if ref.id not in self._due]
+        for ref in fresh:
+            self._schedule(Waiting(*ref), due=trio.current_time())
         if fresh:
             log.info("%s queue: picked up %d re-queued job(s)", self.name, len(fresh))
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule(self, job: Job, *, due: float) -> None:
+    def _schedule(self, job: Job | Waiting, *, due: float) -> None:
+        """Queue ``job`` in its lane; behind others it is kept as its id (see READ_AHEAD)."""
         self._due[job.id] = due
         lane = self._lanes.setdefault(job.lane, deque())
-        if lane and self._payloads >= PAYLOAD_BUDGET:
-            lane.append(Waiting(job.id, job.lane, job.created_at))
-        else:
-            lane.append(job)
+        if lane and isinstance(job, Job):
+            job = Waiting(job.id, job.lane, job.created_at, job.next_attempt_at)
+        lane.append(job)
+        if isinstance(job, Job):
             self._payloads += 1
         self._start_lane(job.lane)
 
@@ -281,15 +276,10 @@ class JobQueue:
                     if self._stopping:
                         return
                     self._due[head.id] = 0.0
-                job = head if isinstance(head, Job) else await self._load(head)
-                if job is None:  # ended meanwhile (e.g. `diswoot queue` buried it)
-                    finished = True
-                else:
-                    if job is not head:
-                        jobs[0] = job
-                        self._payloads += 1
-                    async with self._limiter:
-                        finished = await self._attempt(job)
+                async with self._limiter:
+                    job = head if isinstance(head, Job) else await self._read_ahead(jobs)
+                    # None: ended meanwhile (e.g. `diswoot queue` buried it)
+                    finished = True if job is None else await self._attempt(job)
                 if finished:
                     if isinstance(jobs.popleft(), Job):
                         self._payloads -= 1
@@ -297,10 +287,22 @@ class JobQueue:
         finally:
             self._active.discard(lane)
 
-    async def _load(self, waiting: Waiting) -> Job | None:
-        """A waiting job's row, payload included, now that it is its turn (None: not pending)."""
-        job = await self.store.call(q.get_job, waiting.id)
-        return job if job is not None and job.state == "pending" else None
+    async def _read_ahead(self, jobs: deque[Job | Waiting]) -> Job | None:
+        """Read the lane's next waiting jobs (up to READ_AHEAD) in one store call; the head,
+        or None when it is no longer pending."""
+        waiting = list(
+            itertools.takewhile(
+                lambda entry: isinstance(entry, Waiting), itertools.islice(jobs, READ_AHEAD)
+            )
+        )
+        rows = await self.store.call(q.get_jobs, [entry.id for entry in waiting])
+        for index, entry in enumerate(waiting):
+            row = rows.get(entry.id)
+            if row is not None and row.state == "pending":
+                jobs[index] = row
+                self._payloads += 1
+        head = jobs[0]
+        return head if isinstance(head, Job) else None
 
     async def _attempt(self, job: Job) -> bool:
         """Run the handler once; True when the job left the lane (done or dead)."""

@@ -23,13 +23,16 @@ from diswoot.store.queries.csat import (
     save_csat,
 )
 from diswoot.store.queries.jobs import (
+    JobRef,
     add_job,
     bury_job,
     finish_job,
     get_job,
+    get_jobs,
     job_exists,
     job_lane,
     list_jobs,
+    pending_job_refs,
     pending_jobs,
     prune_done_jobs,
     queue_stats,
@@ -78,6 +81,7 @@ from diswoot.store.queries.users import (
 
 __all__ = [
     "DmToStore",
+    "JobRef",
     "JobToAdd",
     "accept_command",
     "accept_dms",
@@ -95,6 +99,7 @@ __all__ = [
     "get_conversation",
     "get_csat",
     "get_job",
+    "get_jobs",
     "get_user",
     "get_value",
     "handled_chatwoot_messages",
@@ -108,6 +113,7 @@ __all__ = [
     "mark_ooo_notified",
     "newest_linked_chatwoot_message",
     "note_last_message",
+    "pending_job_refs",
     "pending_jobs",
     "prepare_reply",
     "prune_done_jobs",

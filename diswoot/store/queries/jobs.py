@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from diswoot.store.models import Job, QueueStats
 from diswoot.store.queries.tx import transaction
@@ -62,6 +62,32 @@ def job_exists(db: sqlite3.Connection, queue: str, dedupe_key: str) -> bool:
 def get_job(db: sqlite3.Connection, job_id: int) -> Job | None:
     row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return Job.from_row(row) if row else None
+
+
+def get_jobs(db: sqlite3.Connection, job_ids: list[int]) -> dict[int, Job]:
+    """The jobs with these ids (fewer when some are gone), by id."""
+    marks = ",".join("?" * len(job_ids))
+    rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", job_ids)  # noqa: S608
+    return {int(r["id"]): Job.from_row(r) for r in rows}
+
+
+class JobRef(NamedTuple):
+    """A pending job without its payload (what a queue keeps of a job waiting its turn)."""
+
+    id: int
+    lane: str
+    created_at: float
+    next_attempt_at: float
+
+
+def pending_job_refs(db: sqlite3.Connection, queue: str) -> list[JobRef]:
+    """The queue's pending jobs in id order, without their payloads."""
+    rows = db.execute(
+        """SELECT id, lane, created_at, next_attempt_at FROM jobs
+           WHERE queue = ? AND state = 'pending' ORDER BY id""",
+        (queue,),
+    )
+    return [JobRef(*row) for row in rows]
 
 
 def pending_jobs(db: sqlite3.Connection, queue: str) -> list[Job]:

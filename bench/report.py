@@ -55,6 +55,7 @@ TABLE_ROWS: list[tuple[str, str]] = [
     ("chatwoot_calls_per_message", "Chatwoot calls/message"),
     ("discord_calls_per_message", "Discord calls/message"),
     ("webhooks_per_message", "webhooks in/message"),
+    ("store_transactions_per_message", "store transactions/message"),
     ("discord_req_per_s", "Discord req/s"),
     ("global_limit_fraction", "fraction of 50/s limit"),
     ("responses_429", "429 responses"),

@@ -175,6 +175,7 @@ async def inbound(
     log: TimedLog[Any] = world.chatwoot_log
     conversations_before = len(world.chatwoot.conversations)
     log.listeners.append(receipts.listen)
+    batches_before = await world.store_batches()
     before = Snapshot.take(world)
     try:
         start = trio.current_time()
@@ -189,6 +190,7 @@ async def inbound(
         log.listeners.remove(receipts.listen)
     drain = await world.wait_drained_within(DRAIN_TIMEOUT)
     after = Snapshot.take(world)
+    batches = await world.store_batches() - batches_before
 
     stored = [
         m
@@ -227,6 +229,7 @@ async def inbound(
             1 for c in world.chatwoot.conversations.values() if c["contact_id"] in contacts
         ),
         "drain_seconds": rounded(drain),
+        "store_transactions_per_message": round(batches / max(total, 1), 2),
     }
     # The CPU figures are the window: first dispatch to the last DM reaching Chatwoot
     # (the ✅ reactions still queued then are not in it); the same up to the drained queues is
@@ -283,6 +286,7 @@ async def outbound(
     discord.enforce_limits = enforce_limits
     log: TimedLog[Any] = world.discord_log
     log.listeners.append(receipts.listen)
+    batches_before = await world.store_batches()
     before = Snapshot.take(world)
     first_index = len(log)
     try:
@@ -298,6 +302,7 @@ async def outbound(
         log.listeners.remove(receipts.listen)
     drain = await world.wait_drained_within(DRAIN_TIMEOUT)
     after = Snapshot.take(world)
+    batches = await world.store_batches() - batches_before
     discord.enforce_limits = False
 
     first = min(sent.values(), default=before.at)
@@ -330,6 +335,7 @@ async def outbound(
         "discord_req_per_s": round(discord_rate, 1),
         "global_limit_fraction": round(discord_rate / DISCORD_GLOBAL_LIMIT, 3),
         "drain_seconds": rounded(drain),
+        "store_transactions_per_message": round(batches / max(len(bodies), 1), 2),
     }
     result.update(costs(before, after, len(bodies)))
     return result

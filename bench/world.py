@@ -118,6 +118,14 @@ class World:
         body: dict[str, Any] = response.json()
         return body
 
+    async def store_batches(self) -> int:
+        """The daemon's store transactions so far (``diswoot_store_batches_total``)."""
+        response = await self.http.get(self.base_url + "/metrics")
+        for line in response.text.splitlines():
+            if line.startswith("diswoot_store_batches_total "):
+                return int(float(line.split()[1]))
+        return 0
+
     async def pending_jobs(self) -> int:
         queues = (await self.health()).get("queues", {})
         return sum(int(q.get("pending", 0)) for q in queues.values())

@@ -112,9 +112,14 @@ class Metrics:
         self._live.add("counter", name, doc, labels, read)
 
     def observe(
-        self, *, gateway: GatewayStatus, rest: RestStats, queues: Sequence[ObservedQueue]
+        self,
+        *,
+        gateway: GatewayStatus,
+        rest: RestStats,
+        queues: Sequence[ObservedQueue],
+        store_batches: Callable[[], int] = lambda: 0,
     ) -> None:
-        """Export the gateway's, the Discord client's and the queues' own counters."""
+        """Export the gateway's, the Discord client's, the queues' and the store's counters."""
 
         def one(value: Callable[[], float]) -> Reader:
             return lambda: {(): float(value())}
@@ -155,6 +160,9 @@ class Metrics:
                           per_queue(lambda queue: queue.counters.dead))
         self.counter_from("diswoot_failures_total", "Failed job attempts by queue and kind",
                           ["queue", "kind"], failures)
+        self.counter_from("diswoot_store_batches_total",
+                          "Store hand-overs to the worker thread (one transaction each)", [],
+                          one(store_batches))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -202,7 +202,10 @@ async def _run_services(
     interactions = InteractionRouter(ctx, inbound=inbound, outbound=outbound)
     queues = [inbound.queue, outbound.queue, *outbound.extra_queues]
     ctx.health.queue_depths = lambda: _queue_depths(ctx, queues)
-    ctx.metrics.observe(gateway=ctx.gateway, rest=ctx.discord.stats, queues=queues)
+    ctx.metrics.observe(
+        gateway=ctx.gateway, rest=ctx.discord.stats, queues=queues,
+        store_batches=lambda: ctx.store.batches,
+    )
 
     await _check_chatwoot_credentials(ctx)
     session = await _load_session(ctx)

@@ -19,6 +19,8 @@ from typing import Any
 import nacl.signing
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_commands import world_with_user
 from test_webhook_endpoint import USER, reply_body, signed, stored_jobs
 
@@ -204,6 +206,39 @@ def test_nesting_is_bounded_exactly_at_max_depth() -> None:
         else:
             with pytest.raises(BodyError, match="nested deeper"):
                 parse_json(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    ),
+    st.booleans(),
+)
+def test_a_surrogate_anywhere_is_refused_whichever_way_it_is_written(
+    value: object, ascii_only: bool
+) -> None:
+    """Escaped (``\\udXXX``) or not, a lone surrogate in any key or string is refused; a
+    body without one is accepted as ``json.loads`` reads it."""
+
+    def has_surrogate(node: object) -> bool:
+        if isinstance(node, str):
+            return any(0xD800 <= ord(c) <= 0xDFFF for c in node)
+        if isinstance(node, list):
+            return any(has_surrogate(item) for item in node)
+        if isinstance(node, dict):
+            return any(has_surrogate(k) or has_surrogate(v) for k, v in node.items())
+        return False
+
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if has_surrogate(value):
+        with pytest.raises(BodyError):
+            parse_json(raw)
+    else:
+        assert parse_json(raw) == json.loads(raw)
 
 
 # ----------------------------------------------------------------------------- interactions

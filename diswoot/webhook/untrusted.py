@@ -18,6 +18,9 @@ MAX_DEPTH = 64
 MAX_ID = 2**63 - 1
 """Largest id the store can hold (SQLite INTEGER)."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""In UTF-8 JSON a surrogate can only be written as an escape: without one, no string can
+hold one (the check of every string is skipped)."""
 _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
@@ -41,7 +44,7 @@ def parse_json(raw: bytes) -> Any:
         raise BodyError(f"body is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, over-long integers
         raise BodyError("body is not valid JSON") from None
-    _check_tree(value)
+    _check_tree(value, texts=_SURROGATE_ESCAPE.search(raw) is not None)
     return value
 
 
@@ -49,22 +52,32 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_tree(value: Any) -> None:
-    """Nesting depth and string validity of every node, without recursion."""
+def _check_tree(value: Any, *, texts: bool = True) -> None:
+    """Nesting depth of every container and (``texts``) validity of every string, without
+    recursion."""
+    if isinstance(value, str):
+        if texts:
+            _check_text(value)
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, str):
-            _check_text(node)
-        elif isinstance(node, dict | list):
-            if depth > MAX_DEPTH:
-                raise BodyError(f"body is nested deeper than {MAX_DEPTH} levels")
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, item in items:
-                if isinstance(key, str):
+        if depth > MAX_DEPTH:
+            raise BodyError(f"body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            if texts:
+                for key in node:
                     _check_text(key)
-                if isinstance(item, str | dict | list):
-                    stack.append((item, depth + 1))
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        for item in children:
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+            elif texts and isinstance(item, str):
+                _check_text(item)
 
 
 def _check_text(text: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 MAX_DEPTH = 64
@@ -62,6 +62,7 @@ def _check_tree(value: Any, *, texts: bool = True) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[Any]
         if depth > MAX_DEPTH:
             raise BodyError(f"body is nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):

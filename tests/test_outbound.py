@@ -80,6 +80,31 @@ async def test_agent_reply_reaches_the_dm_once_and_is_marked_delivered(tmp_path:
             assert_no_violations(world)
 
 
+async def test_the_echo_of_a_delivered_reply_receipt_is_recognised_from_memory(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world)
+            reply = await world.chatwoot.agent_reply(cid, "hello")
+            await world.wait_for(
+                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered"
+            )
+            outbound, mid = world.daemon.outbound, reply["id"]
+            echo = {"event": "message_updated", "id": mid, "content_attributes": {}}
+            assert outbound.is_receipt_echo(echo)
+            assert outbound.is_receipt_echo({**echo, "content_attributes": None})
+            # a deletion, a body Quart must judge, another message or event: not an echo
+            assert not outbound.is_receipt_echo({**echo, "content_attributes": {"deleted": True}})
+            assert not outbound.is_receipt_echo({**echo, "content_attributes": "x"})
+            assert not outbound.is_receipt_echo({**echo, "id": mid + 1})
+            assert not outbound.is_receipt_echo({**echo, "id": True})
+            assert not outbound.is_receipt_echo({**echo, "event": "message_created"})
+            # the agent deletes it: the deletion still reaches the bridge (the DM goes)
+            await world.chatwoot.delete_message(cid, mid)
+            await world.wait_for(lambda: not world.discord.dm_messages(USER))
+
+
 async def test_reply_to_a_user_who_dmed_goes_to_their_dm(tmp_path: Path) -> None:
     with trio.fail_after(CEILING):
         async with bridge_world(tmp_path) as world:

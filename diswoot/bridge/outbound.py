@@ -102,6 +102,20 @@ class OutboundBridge:
             return await self._accept_typing(event)
         return "ignored"
 
+    def is_receipt_echo(self, body: Mapping[str, Any]) -> bool:
+        """A ``message_updated`` of a reply this process delivered, and no deletion: the echo
+        of its own receipt, which :meth:`accept_webhook` would ignore; known from memory, so
+        the webhook fast path answers it without Quart."""
+        if body.get("event") != "message_updated":
+            return False
+        mid = body.get("id")
+        if isinstance(mid, bool) or not isinstance(mid, int) or mid not in self.delivered:
+            return False
+        attributes = body.get("content_attributes")
+        if attributes is None:
+            return True
+        return isinstance(attributes, dict) and not attributes.get("deleted")
+
     async def _accept_typing(self, event: TypingEvent) -> str:
         """An agent typing (not a private note, not our own contact-typing echo); not stored."""
         if event.is_private or event.is_contact:

@@ -85,6 +85,7 @@ def create_app(
         ctx.metrics,
         paths={"/webhook": None, GATED_ROUTE: _GATE_PASSED},
         max_body=MAX_BODY_BYTES,
+        also_ignore=outbound.is_receipt_echo,
     )
     app.asgi_app = PathTokenGate(fast, cfg.webhook_path_token)  # type: ignore[method-assign]
     refused = webhook_auth_problem(cfg)

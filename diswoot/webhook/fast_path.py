@@ -43,7 +43,9 @@ def ignorable(body: dict[str, Any]) -> bool:
 
 class WebhookFastPath:
     """ASGI middleware for ``paths`` (see the module docstring); ``gate`` is the scope key
-    set by the path-token gate (None: the route authenticates by signature)."""
+    set by the path-token gate (None: the route authenticates by signature).
+    ``also_ignore``: more events the bridge is known to ignore (e.g. its own receipts'
+    echoes, which the outbound bridge recognises from memory)."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class WebhookFastPath:
         paths: dict[str, str | None],
         max_body: int,
         clock: Callable[[], float] = time.time,
+        also_ignore: Callable[[dict[str, Any]], bool] = lambda body: False,
     ) -> None:
         self.app = app
         self.cfg = cfg
@@ -61,6 +64,7 @@ class WebhookFastPath:
         self.paths = paths
         self.max_body = max_body
         self.clock = clock
+        self.also_ignore = also_ignore
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -89,7 +93,7 @@ class WebhookFastPath:
             raw = b"".join(chunks)
             parsed = self._authenticated_object(headers, scope, self.paths[path], raw)
             if parsed is not None:
-                if ignorable(parsed):
+                if ignorable(parsed) or self.also_ignore(parsed):
                     await self._answer_ignored(send)
                     return
                 scope = {**scope, PARSED: parsed}  # type: ignore[assignment]

@@ -15,6 +15,13 @@ def status(world: World, message_id: int) -> str:
     return str(world.chatwoot.messages[message_id]["status"])
 
 
+def hold_the_next_send(world: World) -> None:
+    """A Cloudflare 429 (retry in 60 s): the next reply job waits in the queue's backoff."""
+    world.discord.fail_next(
+        "POST", r"/channels/\d+/messages$", 429, retry_after=60, raw_body=b"<html>"
+    )
+
+
 async def finished_job(world: World, dedupe_key: str) -> Job:
     """The outbound job with this key once it left the queue (polled, 10 s at most)."""
     with trio.fail_after(10):
@@ -64,10 +71,7 @@ async def test_a_reply_deleted_before_delivery_is_never_sent(tmp_path: Path) -> 
     with trio.fail_after(CEILING):
         async with bridge_world(tmp_path) as world:
             cid = await agent_conversation(world)
-            # a Cloudflare 429: the reply job waits in the queue's backoff
-            world.discord.fail_next(
-                "POST", r"/channels/\d+/messages$", 429, retry_after=60, raw_body=b"<html>"
-            )
+            hold_the_next_send(world)
             reply = await world.chatwoot.agent_reply(cid, "oops, wrong customer")
             await world.wait_for(lambda: world.discord.responses_429 == 1)
             await world.chatwoot.delete_message(cid, reply["id"])
@@ -86,9 +90,7 @@ async def test_a_queued_reply_deleted_before_its_first_attempt_is_never_sent(
     with trio.fail_after(CEILING):
         async with bridge_world(tmp_path) as world:
             cid = await agent_conversation(world)
-            world.discord.fail_next(
-                "POST", r"/channels/\d+/messages$", 429, retry_after=60, raw_body=b"<html>"
-            )
+            hold_the_next_send(world)
             first = await world.chatwoot.agent_reply(cid, "first, held by a 429")
             await world.wait_for(lambda: world.discord.responses_429 == 1)
             second = await world.chatwoot.agent_reply(cid, "oops, wrong customer")

@@ -339,9 +339,10 @@ class InboundBridge:
         store = self.ctx.store
         attempt = job.payload.get("posting")
         # noted when stored, by this process, and not attempted: nothing was posted yet
-        first = attempt is not None and job.id in self._noted_at_intake
+        fresh = job.id in self._noted_at_intake
         self._noted_at_intake.discard(job.id)
-        if attempt is not None and not first:
+        noted = fresh and attempt is not None and attempt["conversation_id"] == conversation_id
+        if attempt is not None and not fresh:
             found = await self._find_posted(
                 int(attempt["conversation_id"]), source_id, attempt.get("after")
             )
@@ -349,8 +350,7 @@ class InboundBridge:
                 log.info("%s %s is in Chatwoot already (%s)", job.kind, source_id, found["id"])
                 return found
         async with self._uploads(job, files) as (parts, notes):
-            noted = attempt["conversation_id"] if first and attempt is not None else None
-            if noted != conversation_id:
+            if not noted:
                 await store.call(q.begin_post, job.id, job.payload, conversation_id)
             text = "\n".join(line for line in (content, *notes) if line)
             return await self.ctx.chatwoot.create_message(

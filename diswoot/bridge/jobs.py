@@ -216,7 +216,7 @@ class JobQueue:
             for ref in pending:
                 if ref.id not in self._due:
                     delay = max(0.0, ref.next_attempt_at - now_wall)
-                    self._schedule(Waiting(*ref), due=now_trio + delay)
+                    self._schedule(ref, due=now_trio + delay)
             for lane in list(self._lanes):  # jobs submitted before run() started
                 self._start_lane(lane)
             if pending:
@@ -236,7 +236,7 @@ class JobQueue:
         pending = await self.store.call(q.pending_job_refs, self.name)
         fresh = [ref for ref in pending if ref.id not in self._due]
         for ref in fresh:
-            self._schedule(Waiting(*ref), due=trio.current_time())
+            self._schedule(ref, due=trio.current_time())
         if fresh:
             log.info("%s queue: picked up %d re-queued job(s)", self.name, len(fresh))
 

@@ -187,8 +187,12 @@ class Store:
             await self._deferred_added.wait()
             self._deferred_added = trio.Event()
             await trio.sleep(DEFER_SECONDS)
-            if self._deferred:
-                await self.call(_nothing)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the deferred calls now (one batch), if any."""
+        if self._deferred:
+            await self.call(_nothing)
 
     async def _run_queued(self) -> None:
         deferred, self._deferred = self._deferred, []
@@ -283,8 +287,6 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            if store is not None and store._deferred:
-                deferred, store._deferred = store._deferred, []
-                await trio.to_thread.run_sync(_run_batch, db, deferred, touched)
-                _log_failures(deferred)
+            if store is not None:
+                await store.flush()
             await trio.to_thread.run_sync(db.close)

@@ -1,4 +1,4 @@
-"""The ASGI fast path answers ignorable webhooks itself and hands everything else to Quart."""
+"""The ASGI fast path answers authentic webhooks itself and hands everything else to Quart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from diswoot.chatwoot.signature import sign
 from diswoot.config import test_config
 from diswoot.metrics import Metrics
-from diswoot.webhook.fast_path import PARSED, WebhookFastPath
+from diswoot.webhook.fast_path import WebhookFastPath
 
 SECRET = "fast-path-secret"
 NOW = 1_800_000_000.0
@@ -64,10 +64,23 @@ def signed(raw: bytes, secret: str = SECRET) -> dict[str, str]:
     return {"X-Chatwoot-Timestamp": stamp, "X-Chatwoot-Signature": sign(secret, stamp, raw)}
 
 
-def fast_path(inner: Inner, **cfg: Any) -> WebhookFastPath:
+class Accepted:
+    """The bridge's ``accept``: records the objects handed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    async def __call__(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        self.bodies.append(body)
+        if body.get("id") == 400:
+            return {"error": "id is wrong"}, 400
+        return {"ok": True, "outcome": "stored"}, 200
+
+
+def fast_path(inner: Inner, accepted: Accepted | None = None, **cfg: Any) -> WebhookFastPath:
     return WebhookFastPath(
-        inner, test_config(**cfg), Metrics(), paths={"/webhook": None, "/gated": GATE},
-        max_body=1000, clock=lambda: NOW,
+        inner, test_config(**cfg), Metrics(), accept=accepted or Accepted(),
+        paths={"/webhook": None, "/gated": GATE}, max_body=1000, clock=lambda: NOW,
     )
 
 
@@ -86,14 +99,23 @@ async def test_an_authentic_echo_or_note_is_answered_without_the_app() -> None:
     assert app.metrics.webhooks.labels(outcome="ignored")._value.get() == 2
 
 
+async def test_an_authentic_event_is_accepted_without_the_app() -> None:
+    inner, accepted = Inner(), Accepted()
+    app = fast_path(inner, accepted, webhook_secret=SECRET)
+    status, body = await post(app, REPLY, headers=signed(REPLY))
+    assert (status, json.loads(body)) == (200, {"ok": True, "outcome": "stored"})
+    refused = json.dumps({"event": "message_created", "id": 400}).encode()
+    status, body = await post(app, refused, headers=signed(refused))
+    assert (status, json.loads(body)) == (400, {"error": "id is wrong"})
+    assert [b["id"] for b in accepted.bodies] == [2, 400] and inner.calls == []
+
+
 async def test_everything_else_reaches_the_app_with_the_whole_body() -> None:
-    inner = Inner()
-    app = fast_path(inner, webhook_secret=SECRET)
-    assert (await post(app, REPLY, headers=signed(REPLY)))[0] == 299  # parsed for the route
-    assert inner.calls[-1][1] == REPLY and inner.calls[-1][0][PARSED]["id"] == 2
+    inner, accepted = Inner(), Accepted()
+    app = fast_path(inner, accepted, webhook_secret=SECRET)
     forged = signed(ECHO, secret="not-the-secret")
     assert (await post(app, ECHO, headers=forged))[0] == 299  # Quart answers it (401)
-    assert inner.calls[-1][1] == ECHO and PARSED not in inner.calls[-1][0]
+    assert inner.calls[-1][1] == ECHO
     big = json.dumps({"event": "message_created", "message_type": "incoming", "x": "y" * 2000})
     assert (await post(app, big.encode(), headers=signed(big.encode())))[0] == 299  # 413 there
     assert inner.calls[-1][1] == big.encode()
@@ -103,12 +125,14 @@ async def test_everything_else_reaches_the_app_with_the_whole_body() -> None:
         assert (await post(app, bad, headers=signed(bad)))[0] == 299  # 400 there
     await post(app, b"{}", path="/health")
     assert inner.calls[-1][0]["path"] == "/health"
+    assert accepted.bodies == []
 
 
 async def test_with_a_path_token_the_gate_decides() -> None:
-    inner = Inner()
-    app = fast_path(inner, webhook_path_token="tok")
+    inner, accepted = Inner(), Accepted()
+    app = fast_path(inner, accepted, webhook_path_token="tok")
     assert (await post(app, ECHO, path="/gated", gate=True))[0] == 200
-    assert (await post(app, ECHO, path="/gated", gate=False))[0] == 299  # a 404 from the route
-    assert (await post(app, ECHO, path="/webhook"))[0] == 299  # no secret: the route decides
-    assert len(inner.calls) == 2
+    assert (await post(app, REPLY, path="/gated", gate=True))[0] == 200
+    assert (await post(app, REPLY, path="/gated", gate=False))[0] == 299  # a 404 from the route
+    assert (await post(app, REPLY, path="/webhook"))[0] == 299  # no secret: the route decides
+    assert len(inner.calls) == 2 and [b["id"] for b in accepted.bodies] == [2]

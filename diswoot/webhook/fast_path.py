@@ -1,20 +1,21 @@
-"""A thin ASGI path in front of Quart for the webhooks the bridge only verifies and ignores.
+"""A thin ASGI path in front of Quart for authenticated Chatwoot webhooks.
 
-Chatwoot echoes every forwarded DM back as an ``incoming`` ``message_created`` webhook, on a
-connection of its own, and sends every private note; the bridge ignores both once the request
-is authenticated.  Routing those through Quart (request and response objects, context locals,
-signals) cost more than the rest of the DM.  This middleware reads ``POST /webhook`` bodies
-itself, checks the signature (or the path token), parses the JSON with the same bounded parser,
-and answers an ignorable event at once.  Everything else goes on to the Quart route with the
-body replayed and the parsed result in the scope, so no work is done twice; an oversized body,
-a bad signature or bad JSON is left to Quart, which answers it as before.
+Chatwoot sends every webhook on a connection of its own: the echo of every forwarded DM, every
+private note, every agent reply and the echo of every delivery receipt.  Routing those through
+Quart (request and response objects, context locals, signals) cost more than the rest of the
+message.  This middleware reads ``POST /webhook`` bodies itself, checks the signature (or the
+path token), parses the JSON with the same bounded parser, answers an ignorable event at once
+and hands any other authentic object to ``accept`` (the same function the Quart route uses),
+answering with its result.  Anything it cannot authenticate or parse goes on to the Quart route
+with the body replayed: an oversized body, a bad signature, bad JSON, or a daemon that takes
+unauthenticated webhooks (each is checked against Chatwoot's API there) is answered as before.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -24,10 +25,9 @@ from diswoot.config import Config
 from diswoot.metrics import Metrics
 from diswoot.webhook.untrusted import BodyError, parse_json
 
-PARSED = "diswoot.webhook_body"
-"""Scope key: the authenticated, parsed JSON object (the Quart route skips both steps)."""
 IGNORED = json.dumps({"ok": True, "outcome": "ignored"}).encode()
-_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(IGNORED)).encode())]
+Accept = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], int]]]
+"""Stores (or refuses) an authentic webhook object: the JSON answer and its status."""
 
 
 def ignorable(body: dict[str, Any]) -> bool:
@@ -53,12 +53,14 @@ class WebhookFastPath:
         cfg: Config,
         metrics: Metrics,
         *,
+        accept: Accept,
         paths: dict[str, str | None],
         max_body: int,
         clock: Callable[[], float] = time.time,
         also_ignore: Callable[[dict[str, Any]], bool] = lambda body: False,
     ) -> None:
         self.app = app
+        self.accept = accept
         self.cfg = cfg
         self.metrics = metrics
         self.paths = paths
@@ -94,9 +96,12 @@ class WebhookFastPath:
             parsed = self._authenticated_object(headers, scope, self.paths[path], raw)
             if parsed is not None:
                 if ignorable(parsed) or self.also_ignore(parsed):
-                    await self._answer_ignored(send)
-                    return
-                scope = {**scope, PARSED: parsed}  # type: ignore[assignment]
+                    self.metrics.webhooks.labels(outcome="ignored").inc()
+                    await _answer(send, 200, IGNORED)
+                else:
+                    answer, status = await self.accept(parsed)
+                    await _answer(send, status, json.dumps(answer).encode())
+                return
         await self.app(scope, _replay(messages, receive), send)
 
     def _authenticated_object(
@@ -124,10 +129,11 @@ class WebhookFastPath:
             return None
         return body if isinstance(body, dict) else None
 
-    async def _answer_ignored(self, send: ASGISendCallable) -> None:
-        self.metrics.webhooks.labels(outcome="ignored").inc()
-        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": IGNORED, "more_body": False})
+
+async def _answer(send: ASGISendCallable, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

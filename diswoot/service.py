@@ -49,6 +49,7 @@ from diswoot.errors import FatalConfigurationError
 from diswoot.gateway.events import GatewayEvent, GatewayStatus, Presence, SessionState
 from diswoot.gateway.runner import GatewaySettings, run_gateway
 from diswoot.health import Health
+from diswoot.http_pool import CHATWOOT_CONNECTIONS, DISCORD_CONNECTIONS, http_client
 from diswoot.metrics import Metrics
 from diswoot.plugins.registry import PluginRegistry
 from diswoot.rest.client import DiscordRest
@@ -56,7 +57,6 @@ from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Store, open_store
 from diswoot.store import queries as q
 from diswoot.supervise import supervised
-from diswoot.tls import client_context
 from diswoot.webhook.app import create_app
 from diswoot.webhook.server import serve_http
 
@@ -80,27 +80,6 @@ class Daemon:
 
     def stop(self) -> None:
         self.stop_event.set()
-
-
-DISCORD_CONNECTIONS = 16
-"""Discord allows 50 requests/s: 16 connections carry that at up to 300 ms per request."""
-CHATWOOT_CONNECTIONS = 16
-"""As many as the inbound lanes that run at once (``inbound.CONCURRENCY``)."""
-
-
-def http_client(connections: int = CHATWOOT_CONNECTIONS) -> httpx.AsyncClient:
-    """A long-lived HTTP client for one upstream (connection pooling, sane timeouts).
-
-    Each upstream gets its own small pool: httpcore scans every pooled connection (for idle
-    ones, quadratically) on each request and response, so a pool of 200 shared by both
-    upstreams cost more CPU than the requests themselves.
-    """
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(15.0, connect=5.0),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        follow_redirects=False,
-        verify=client_context(),
-    )
 
 
 async def run(

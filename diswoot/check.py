@@ -18,7 +18,6 @@ import trio
 
 from diswoot.chatwoot.client import ChatwootClient
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
-from diswoot.chatwoot.hours import WorkingHours
 from diswoot.config import Config, comment_like_variables, webhook_auth_problem
 from diswoot.config_values import (
     CHATWOOT_DEFAULT_UPLOAD_MB,
@@ -165,7 +164,7 @@ async def _check_chatwoot(cfg: Config, http: httpx.AsyncClient, report: Report) 
                     "create an API inbox (Settings > Inboxes > Add Inbox > API)")
     else:
         report.ok(f"inbox {inbox.name!r} is an API inbox")
-    hours = WorkingHours.from_inbox(inbox.raw)
+    hours = inbox.hours
     report.ok(
         "inbox settings: "
         f"CSAT {'on' if inbox.csat_survey_enabled else 'off'}, "

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diswoot.chatwoot.hours import DaySpec, WorkingHours, weekday_sunday_first
+from diswoot.chatwoot.models import InboxConfig
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -89,6 +90,16 @@ def test_from_inbox_parses_chatwoot_defaults() -> None:
     assert wh.days[1] == DaySpec(closed=False, open_minute=540, close_minute=1020)
     assert wh.days[0] == DaySpec(closed=True)
     assert wh.days[6].closed
+
+
+def test_an_inbox_parses_its_hours_once() -> None:
+    """The inbound path asks for the hours on every DM: one parse per fetched inbox."""
+    raw = {"id": 7, "timezone": "Europe/Berlin", "working_hours_enabled": True,
+           "working_hours": [entry(d, OFFICE.get(d, "closed")) for d in range(7)]}
+    inbox = InboxConfig.from_api(raw)
+    assert inbox.hours is inbox.hours
+    assert inbox.hours == WorkingHours.from_inbox(raw)
+    assert InboxConfig.from_api(raw).hours is not inbox.hours  # a refetch parses anew
 
 
 def test_open_all_day_is_whole_day() -> None:

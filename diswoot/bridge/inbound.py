@@ -232,7 +232,7 @@ class InboundBridge:
         discord_id = str(author["id"])
         received_at = float(job.payload.get("received_at") or self.ctx.clock())
         inbox = await self.tickets.inbox()
-        hours = WorkingHours.from_inbox(inbox.raw) if inbox else WorkingHours.always_open()
+        hours = inbox.hours if inbox else WorkingHours.always_open()
         received = datetime.fromtimestamp(received_at, UTC)
         outside = not hours.is_open(received)
         link = None

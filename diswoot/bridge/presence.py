@@ -43,7 +43,7 @@ def seconds_until_recheck(cfg: Config, hours: WorkingHours, now: datetime) -> fl
 def current_hours(ctx: Context) -> WorkingHours:
     """The cached inbox's schedule; always open until the inbox was fetched once."""
     inbox = ctx.inbox.current
-    return WorkingHours.from_inbox(inbox.raw) if inbox is not None else WorkingHours.always_open()
+    return inbox.hours if inbox is not None else WorkingHours.always_open()
 
 
 async def run_presence(ctx: Context, stop: trio.Event) -> None:

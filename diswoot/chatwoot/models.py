@@ -10,12 +10,14 @@ is type-checked; a bad one raises ``FieldError`` naming it (the webhook answers 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from diswoot.chatwoot.hours import WorkingHours
 from diswoot.webhook import untrusted as check
 
 MESSAGE_TYPES = ("incoming", "outgoing", "activity", "template")
@@ -95,6 +97,11 @@ class InboxConfig:
             channel_type=str(data.get("channel_type") or ""),
             raw=dict(data),
         )
+
+    @functools.cached_property
+    def hours(self) -> WorkingHours:
+        """The inbox's working hours, parsed once per fetched inbox (not once per DM)."""
+        return WorkingHours.from_inbox(self.raw)
 
 
 @dataclass(frozen=True)

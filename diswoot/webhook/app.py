@@ -13,11 +13,9 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -31,6 +29,9 @@ from diswoot.webhook.fast_path import WebhookFastPath, ignorable
 from diswoot.webhook.interaction_body import PING, check_interaction
 from diswoot.webhook.provenance import ConfirmationUnavailable, NotConfirmed, Provenance
 from diswoot.webhook.untrusted import BodyError, FieldError, parse_json
+
+if TYPE_CHECKING:
+    from nacl.signing import VerifyKey
 
 log = logging.getLogger("diswoot.webhook")
 
@@ -91,7 +92,7 @@ def create_app(
             "WEBHOOK_SECRET (Chatwoot 4.12+) or WEBHOOK_PATH_TOKEN instead"
         )
     key = cfg.discord_public_key
-    public_key = VerifyKey(bytes.fromhex(key)) if key else None
+    public_key = verify_key(key) if key else None
 
     def problem(status: int, message: str) -> tuple[dict[str, Any], int]:
         ctx.metrics.webhooks.labels(outcome=str(status)).inc()
@@ -229,6 +230,14 @@ async def _raw_body() -> bytes:
     return data if isinstance(data, bytes) else data.encode()
 
 
+def verify_key(hex_key: str) -> VerifyKey:
+    """The application's Ed25519 public key.  PyNaCl (libsodium, 1.2 MB of memory) is loaded
+    only when HTTP interactions are enabled; gateway-only daemons never need it."""
+    from nacl.signing import VerifyKey
+
+    return VerifyKey(bytes.fromhex(hex_key))
+
+
 def signature_ok(key: VerifyKey, raw: bytes, signature: str, timestamp: str, *, now: float) -> bool:
     """Discord's Ed25519 signature over timestamp + raw body, and a fresh timestamp.
 
@@ -239,6 +248,8 @@ def signature_ok(key: VerifyKey, raw: bytes, signature: str, timestamp: str, *, 
         return False
     if abs(now - int(timestamp)) > INTERACTION_MAX_AGE:
         return False
+    from nacl.exceptions import BadSignatureError  # loaded with the key (see verify_key)
+
     try:
         key.verify(timestamp.encode() + raw, bytes.fromhex(signature))
     except BadSignatureError:

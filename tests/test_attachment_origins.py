@@ -76,7 +76,7 @@ async def reply_with_data_url(world: World, cid: int, url: str, name: str = "rep
     raw = json.dumps(body).encode()
     response = await world.post_webhook(raw, signed(raw))
     assert response.json()["outcome"] == "stored"
-    await world.wait_for(lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered")
+    await world.wait_delivered(reply["id"])
     return int(reply["id"])
 
 

@@ -28,10 +28,6 @@ def uploaded(world: World, message: dict[str, Any]) -> list[tuple[str, str, byte
     return files
 
 
-def delivered(world: World, message_id: int) -> bool:
-    return bool(world.chatwoot.messages[message_id]["status"] == "delivered")
-
-
 async def test_agent_file_arrives_as_an_uploaded_file_with_the_same_bytes(
     tmp_path: Path,
 ) -> None:
@@ -41,7 +37,7 @@ async def test_agent_file_arrives_as_an_uploaded_file_with_the_same_bytes(
             reply = await world.chatwoot.agent_reply(
                 cid, "Here is the photo", attachments=[("cat.png", "image/png", PNG)]
             )
-            await world.wait_for(lambda: delivered(world, reply["id"]))
+            await world.wait_delivered(reply["id"])
             [message] = world.discord.dm_messages(USER)
             assert message["content"] == "Here is the photo"
             assert uploaded(world, message) == [("cat.png", "image/png", PNG)]
@@ -63,7 +59,7 @@ async def test_a_file_over_the_upload_limit_becomes_a_link_to_its_data_url(
                 "Two files",
                 attachments=[("big.bin", "application/pdf", big), ("cat.png", "image/png", PNG)],
             )
-            await world.wait_for(lambda: delivered(world, reply["id"]))
+            await world.wait_delivered(reply["id"])
             [message] = world.discord.dm_messages(USER)
             data_url = reply["attachments"][0]["data_url"]
             assert "/blobs/redirect/" in data_url  # the permanent address, not the disk one
@@ -78,7 +74,7 @@ async def test_eleven_files_arrive_as_two_messages_in_order(tmp_path: Path) -> N
         async with bridge_world(tmp_path) as world:
             cid = await agent_conversation(world)
             reply = await world.chatwoot.agent_reply(cid, "Eleven files", attachments=files)
-            await world.wait_for(lambda: delivered(world, reply["id"]))
+            await world.wait_delivered(reply["id"])
             first, second = world.discord.dm_messages(USER)
             assert first["content"] == "Eleven files" and second["content"] == ""
             assert uploaded(world, first) + uploaded(world, second) == files
@@ -96,7 +92,7 @@ async def test_discord_refusing_the_upload_falls_back_to_links(tmp_path: Path) -
             reply = await world.chatwoot.agent_reply(
                 cid, "Photo", attachments=[("cat.png", "image/png", PNG)]
             )
-            await world.wait_for(lambda: delivered(world, reply["id"]))
+            await world.wait_delivered(reply["id"])
             [message] = world.discord.dm_messages(USER)
             data_url = reply["attachments"][0]["data_url"]
             assert message["content"] == f"Photo\n📎 cat.png ({len(PNG) // 1000} KB): {data_url}"
@@ -140,7 +136,7 @@ async def test_files_survive_a_crash_before_delivery_and_arrive_once(tmp_path: P
             await world.wait_for(lambda: world.discord.responses_429 == 1)
             await world.crash()
             await world.start()
-            await world.wait_for(lambda: delivered(world, reply["id"]))
+            await world.wait_delivered(reply["id"])
             [message] = world.discord.dm_messages(USER)
             assert uploaded(world, message) == [("cat.png", "image/png", PNG)]
             [job] = [j for j in await jobs(world, "outbound") if j.kind == "reply"]

@@ -100,9 +100,7 @@ async def test_no_secret_or_token_in_debug_logs_of_a_full_flow(
             )
             # the webhook of this reply goes to /webhook/<token>
             reply = await world.chatwoot.agent_reply(conversation["id"], "On it")
-            await world.wait_for(
-                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered"
-            )
+            await world.wait_delivered(reply["id"])
             # slow answers: a deferral through the callback URL, then an edit through the
             # interaction webhook, over the gateway and over HTTP
             world.daemon.interactions.defer_after = 0.05

@@ -61,9 +61,7 @@ async def test_agent_reply_reaches_the_dm_once_and_is_marked_delivered(tmp_path:
         async with bridge_world(tmp_path) as world:
             cid = await agent_conversation(world)
             reply = await world.chatwoot.agent_reply(cid, "How can I help? @everyone")
-            await world.wait_for(
-                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered"
-            )
+            await world.wait_delivered(reply["id"])
             assert texts(world) == ["How can I help? @everyone"]
             sends = [
                 r
@@ -87,9 +85,7 @@ async def test_the_echo_of_a_delivered_reply_receipt_is_recognised_from_memory(
         async with bridge_world(tmp_path) as world:
             cid = await agent_conversation(world)
             reply = await world.chatwoot.agent_reply(cid, "hello")
-            await world.wait_for(
-                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered"
-            )
+            await world.wait_delivered(reply["id"])
             outbound, mid = world.daemon.outbound, reply["id"]
             echo = {"event": "message_updated", "id": mid, "content_attributes": {}}
             assert outbound.is_receipt_echo(echo)

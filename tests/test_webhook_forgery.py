@@ -69,9 +69,7 @@ async def test_forged_webhooks_never_reach_the_user_nor_block_the_genuine_reply(
             # the genuine reply gets the claimed id and is delivered, once, as Chatwoot has it
             reply = await world.chatwoot.agent_reply(cid, "The real answer")
             assert reply["id"] == future
-            await world.wait_for(
-                lambda: world.chatwoot.messages[future]["status"] == "delivered"
-            )
+            await world.wait_delivered(future)
             # replays, forged content and a forged deletion of the delivered reply change nothing
             again = await world.post_webhook(claim)
             assert again.json() == {"ok": True, "outcome": "duplicate"}
@@ -101,9 +99,7 @@ async def test_signed_webhooks_cost_no_api_call(tmp_path: Path) -> None:
             cid = await agent_conversation(world)
             before = len(api_reads(world))
             reply = await world.chatwoot.agent_reply(cid, "Signed and trusted")
-            await world.wait_for(
-                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered"
-            )
+            await world.wait_delivered(reply["id"])
             assert len(api_reads(world)) == before == 0
             assert texts(world) == ["Signed and trusted"]
 
@@ -118,8 +114,6 @@ async def test_unauthenticated_replies_carry_chatwoots_content(tmp_path: Path) -
             # the forger races the lost webhook with other content (and another contact)
             claim = forged_reply(cid, reply["id"], "Click https://evil.test to continue")
             assert (await world.post_webhook(claim)).json()["outcome"] == "stored"
-            await world.wait_for(
-                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered"
-            )
+            await world.wait_delivered(reply["id"])
             assert texts(world) == ["Hello from Bob"]
             assert len(api_reads(world)) >= 1

@@ -231,9 +231,7 @@ async def test_fuzzed_bodies_never_get_a_5xx_and_the_daemon_keeps_delivering(
             while max(world.chatwoot.messages) + 1 in claimed:
                 await world.chatwoot.agent_reply(cid, "skip", private=True)
             reply = await world.chatwoot.agent_reply(cid, "after the garbage")
-            await world.wait_for(
-                lambda: world.chatwoot.messages[reply["id"]]["status"] == "delivered", timeout=60
-            )
+            await world.wait_delivered(reply["id"], timeout=60)
             await world.wait_for(lambda: daemon.outbound.queue.depth == 0, timeout=60)
             contents = [m["content"] for m in world.discord.dm_messages(USER)]
             assert contents.count("after the garbage") == 1

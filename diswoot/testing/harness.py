@@ -109,6 +109,12 @@ class World:
                     return value
                 await trio.sleep(poll)
 
+    async def wait_delivered(self, message_id: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the bridge marked Chatwoot message ``message_id`` as delivered."""
+        await self.wait_for(
+            lambda: self.chatwoot.messages[message_id]["status"] == "delivered", timeout=timeout
+        )
+
     async def acknowledged_seq(self) -> int:
         """The seq the gateway client acknowledges once every dispatch so far was handled.
 

@@ -4,12 +4,16 @@ httpcore checks every pooled connection on each request and each response; for a
 that check asks the kernel whether the server has closed it (a ``poll`` per connection).  With
 16 connections that was ~40 system calls per request, a tenth of the daemon's CPU in a burst.
 :class:`RecentlyUsedBackend` answers that question without the kernel for a connection that
-carried a response less than :data:`RECENT` seconds ago.  Servers close idle keep-alive
+carried a response less than :data:`RECENT` seconds ago, or that such a poll found open less
+than :data:`RECHECK` seconds ago (under load the pool is scanned hundreds of times a second, and
+a spare connection idle for a few seconds was polled on every scan).  Servers close idle keep-alive
 connections after seconds of silence (5 s at the shortest common default, Apache's and Node's;
 nginx 75 s), httpx itself drops a connection idle for 5 s, and a response that ends its
 connection says so (``Connection: close``), which httpcore honours on its own.  Should a server
 still close one sooner, the request fails as any request on a dropped connection does (a
 transport error; the job is retried), which httpcore's own check-then-send already allows.
+A server that closes after 5 s or more never meets a stale answer: httpx drops the connection
+first.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ CHATWOOT_CONNECTIONS = 16
 """As many as the inbound lanes that run at once (``inbound.CONCURRENCY``)."""
 RECENT = 2.0
 """Seconds after its last read during which a connection is not polled for a server close."""
+RECHECK = 0.25
+"""Seconds during which a poll's "still open" answer stands for the next scans."""
 
 
 def http_client(connections: int) -> httpx.AsyncClient:
@@ -90,15 +96,15 @@ class RecentlyUsedBackend(httpcore.AsyncNetworkBackend):
 
 
 class RecentlyUsedStream(httpcore.AsyncNetworkStream):
-    """A network stream that remembers when it last read (see the module docstring)."""
+    """A network stream that remembers when it was last known open (see the module docstring)."""
 
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
-        self._read_at = -RECENT
+        self._open_until = 0.0  # monotonic time until which it counts as open without a poll
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data = await self._stream.read(max_bytes, timeout=timeout)
-        self._read_at = time.monotonic()
+        self._open_until = time.monotonic() + RECENT
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -117,6 +123,12 @@ class RecentlyUsedStream(httpcore.AsyncNetworkStream):
         return RecentlyUsedStream(tls)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and time.monotonic() - self._read_at < RECENT:
+        if info != "is_readable":
+            return self._stream.get_extra_info(info)
+        now = time.monotonic()
+        if now < self._open_until:
             return False
-        return self._stream.get_extra_info(info)
+        readable = self._stream.get_extra_info(info)
+        if not readable:
+            self._open_until = now + RECHECK
+        return readable

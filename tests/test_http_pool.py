@@ -60,3 +60,26 @@ async def test_a_closed_idle_connection_is_noticed_once_it_is_not_recent(
         else:
             with pytest.raises(httpx.TransportError):
                 await client.get(f"http://127.0.0.1:{port}/")
+
+
+@pytest.mark.parametrize("recheck", [0.0, 60.0])
+async def test_an_open_answer_stands_for_recheck_seconds(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, recheck: float
+) -> None:
+    """A poll that found the idle connection open is believed for ``RECHECK`` seconds: a
+    close within that time is seen only after it (real sockets, the pool's own backend)."""
+    monkeypatch.setattr(http_pool, "RECENT", 0.0)
+    monkeypatch.setattr(http_pool, "RECHECK", recheck)
+    server = ClosingServer()
+    listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    async with http_client(4) as client:
+        backend = client._transport._pool._network_backend  # type: ignore[attr-defined]
+        stream = await backend.connect_tcp("127.0.0.1", port)
+        try:
+            assert stream.get_extra_info("is_readable") is False  # polled: open
+            await stream.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await server.closed.wait()  # the answer and the FIN are queued on our side
+            assert stream.get_extra_info("is_readable") is (recheck == 0.0)
+        finally:
+            await stream.aclose()

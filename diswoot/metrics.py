@@ -93,6 +93,11 @@ class Metrics:
             "Gateway events skipped: malformed, undecodable, or failed in their handler",
             ["type", "reason"], registry=r,
         )
+        self.jobs_pruned = Counter(
+            "diswoot_jobs_pruned_total",
+            "Done jobs deleted after the retention period (see diswoot/bridge/retention.py)",
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "diswoot_delivery_latency_seconds", "Time from receipt to delivery", ["direction"],
             buckets=_LATENCY_BUCKETS, registry=r,

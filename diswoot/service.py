@@ -38,6 +38,7 @@ from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.interactions import InteractionRouter
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.presence import run_presence
+from diswoot.bridge.retention import run_retention
 from diswoot.bridge.router import route_events
 from diswoot.chatwoot.client import ChatwootClient
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
@@ -211,6 +212,8 @@ async def _run_services(
         nursery.start_soon(_gateway_task, settings, ctx, events_tx, presence_rx, stop, session)
         nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop)
         start_soon("presence", run_presence, ctx, stop)
+        start_soon("retention", partial(run_retention, clock=ctx.clock), ctx.store, cfg,
+                   ctx.metrics, stop)
         await start("outbound background", _background, outbound.start_background, stop)
         await start("inbound background", _background, inbound.start_background, stop)
         app = create_app(ctx, outbound=outbound, interactions=interactions)

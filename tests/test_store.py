@@ -114,7 +114,7 @@ async def test_jobs_links_csat_and_kv(tmp_path: Path) -> None:
         assert [j.id for j in back] == [job.id] and back[0].state == "pending"
         await store.call(q.finish_job, job.id, 6.0, {"chatwoot_message_id": 9})
         assert await store.call(q.pending_jobs, "inbound") == []
-        assert await store.call(q.prune_done_jobs, 7.0) == 1
+        assert await store.call(q.prune_done_jobs, 7.0, 0, 10) == (1, None)
 
         await store.call(q.add_link, "d1", 9, 7, "900", "in", 1.0)
         await store.call(q.add_link, "d1", 9, 7, "900", "in", 1.0)  # idempotent

@@ -17,7 +17,8 @@ the user's own messages are handled oldest first:
   live MESSAGE_UPDATE (:meth:`InboundBridge.accept_edit`), a private note on the forwarded DM.
 
 Everything is keyed as live events are - a DM or a command by its message id (done jobs are
-kept, so the jobs table is the record of what was handled), an edit by its id and
+kept for twice the look-back at least, :mod:`diswoot.bridge.retention`, so the jobs table is the
+record of what was handled within reach of a pass), an edit by its id and
 ``edited_timestamp`` - so nothing is stored or run twice, whether it came live, by RESUME
 replay, by backfill or by several passes.  Older messages than the user's newest stored one are
 never forwarded late (they predate the bridge, or were handled).

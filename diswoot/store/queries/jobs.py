@@ -197,12 +197,27 @@ def queue_stats(db: sqlite3.Connection) -> dict[str, QueueStats]:
     return stats
 
 
-def prune_done_jobs(db: sqlite3.Connection, older_than: float) -> int:
+def prune_done_jobs(
+    db: sqlite3.Connection, older_than: float, after_id: int, window: int
+) -> tuple[int, int | None]:
+    """Delete the done jobs that ended before ``older_than`` among the ``window`` jobs after
+    ``after_id`` (id order).  Returns how many, and where the next window starts: None once
+    this one reached the table's end or a job created since ``older_than`` (ids grow with
+    time, so every later job is newer still)."""
+    rows = db.execute(
+        "SELECT id, created_at FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after_id, window)
+    ).fetchall()
+    if not rows:
+        return 0, None
+    last_id, last_created = int(rows[-1]["id"]), float(rows[-1]["created_at"])
     with transaction(db):
         cur = db.execute(
-            "DELETE FROM jobs WHERE state = 'done' AND updated_at < ?", (older_than,)
+            """DELETE FROM jobs WHERE id > ? AND id <= ? AND state = 'done'
+                                      AND updated_at < ?""",
+            (after_id, last_id, older_than),
         )
-    return cur.rowcount
+    finished = len(rows) < window or last_created >= older_than
+    return cur.rowcount, None if finished else last_id
 
 
 def job_lane(db: sqlite3.Connection, queue: str, dedupe_key: str) -> str | None:

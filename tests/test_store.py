@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from diswoot.bridge.recent import RecentIds
-from diswoot.store import open_store
+from diswoot.store import Store, open_store
 from diswoot.store import queries as q
 from diswoot.store.db import DEFER_SECONDS, connect, migrate, schema_version
 from diswoot.store.schema import MIGRATIONS
@@ -215,6 +217,51 @@ async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: P
         # nothing half-done: every stored job is complete and the store still works
         assert all(job.dedupe_key.startswith("k") for job in stored)
         assert await store.call(q.add_job, "q", "after", "l", "k", {}, 2.0) is not None
+
+
+async def test_a_waiting_caller_cancelled_as_its_batch_begins_never_fails_the_others(
+    tmp_path: Path,
+) -> None:
+    """When a batch ends, the oldest waiting caller is woken to lead the next one (with every
+    call queued behind it).  If that caller is cancelled at that moment, the calls behind it
+    must still run: neither wait forever (a lost lead, and a store that never runs again: the
+    daemon's shielded shutdown writes hung) nor fail as not run.  The batch's end and the
+    cancellation land in one scheduling batch, whose order trio randomises: both orders occur
+    over the attempts."""
+    async with open_store(tmp_path / "t.db") as store:
+        for attempt in range(20):
+            with trio.fail_after(5):
+                assert await _cancel_the_next_leader(store, attempt) == [attempt]
+
+
+async def _cancel_the_next_leader(store: Store, value: int) -> list[int]:
+    """A blocking batch, then two waiting callers; the first is cancelled as the batch ends.
+    Returns what the second caller's call returned."""
+    gate = threading.Event()
+    behind: list[int] = []
+    cancelled = trio.CancelScope()
+
+    async def first() -> None:
+        with cancelled:
+            await store.call(lambda db: None)
+
+    async def second() -> None:
+        behind.append(await store.call(lambda db: value))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.call, lambda db: gate.wait(5))  # leads a batch
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        # block the loop while the batch ends in its thread: its caller is woken in the same
+        # scheduling batch as this task, which then cancels `first`
+        time.sleep(0.02)  # noqa: ASYNC251
+        await trio.lowlevel.checkpoint()
+        cancelled.cancel()
+    return behind
 
 
 def _job_states(path: Path) -> dict[str, str]:

@@ -120,7 +120,8 @@ class Store:
     arrive meanwhile wait; when the batch ends, the caller of the oldest of them is woken to
     lead the next one and the others sleep on until their batch is done.  Under load that
     turns N thread hops into one, with one wake-up per call, while each call keeps its own
-    transaction and its own result or exception.
+    transaction and its own result or exception.  A cancelled caller's call either never ran
+    or ran completely; its cancellation never holds up or fails the calls queued behind it.
     """
 
     def __init__(
@@ -161,12 +162,17 @@ class Store:
             except trio.Cancelled:
                 if not item.taken:  # never ran: forget it
                     self._queued.remove(item)
+                    if item.wake.is_set():  # it was woken to lead the next batch: pass that on
+                        self._pass_lead()
                     raise
                 with trio.CancelScope(shield=True):  # it runs: let it finish
                     await item.wake.wait()
                 raise
         if item.result is None:  # nothing running, or woken to lead: run the queue
-            await self._run_queued()
+            # shielded: the batch carries the calls queued behind this one, whose callers
+            # were not cancelled (a cancelled caller's own call then ran completely)
+            with trio.CancelScope(shield=True):
+                await self._run_queued()
             await trio.lowlevel.checkpoint_if_cancelled()
         assert item.result is not None
         return cast(T, item.result.unwrap())
@@ -211,10 +217,14 @@ class Store:
                     item.result = outcome.Error(RuntimeError("store call did not run"))
                 item.wake.set()
             _log_failures(deferred)
-            if self._queued:  # arrived during the batch: their oldest caller leads next
-                self._queued[0].wake.set()
-            else:
-                self._running = False
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """Calls that arrived during the batch: their oldest caller leads next; none: idle."""
+        if self._queued:
+            self._queued[0].wake.set()
+        else:
+            self._running = False
 
 
 def connect(

@@ -6,7 +6,8 @@ delivers per conversation, in order.  Replies are idempotent per Chatwoot messag
 key, per-part progress, Discord nonces); status changes are deduped against the status the store
 already has, so the twin ``conversation_status_changed`` / ``conversation_updated`` events and
 the account + inbox webhook duplicates produce one notice.  Agents see the outcome: the
-``receipts`` queue marks each reply ``delivered`` or ``failed`` in Chatwoot.
+``receipts`` queue marks each reply ``delivered`` or ``failed`` in Chatwoot
+(:mod:`diswoot.bridge.receipts`).
 
 Also here: the agent's files are uploaded to the DM (``reply_layout``, ``delivery``); an
 agent deleting a delivered reply deletes its DM(s) (``delete`` jobs); a failed reply that an
@@ -30,10 +31,10 @@ from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.csat import CsatFlow
 from diswoot.bridge.delivery import Ending, Undeliverable, deliver_parts
 from diswoot.bridge.jobs import Finished, FinishLater, JobQueue, PermanentFailure
+from diswoot.bridge.receipts import Receipts
 from diswoot.bridge.recent import RecentIds
 from diswoot.bridge.reconcile import Reconciler
 from diswoot.bridge.reply_layout import discord_id_from_identifier, is_inbox_template, reply_parts
-from diswoot.chatwoot.errors import ChatwootError
 from diswoot.chatwoot.models import (
     ConversationEvent,
     MessageEvent,
@@ -48,8 +49,8 @@ from diswoot.store import queries as q
 log = logging.getLogger("diswoot.outbound")
 
 RETRY_WINDOW = 86400.0
-DELIVERED_REMEMBERED = 4096  # reply ids kept in memory: their receipt echoes cost no store read
 """Chatwoot offers Retry on messages younger than a day; older updates never re-deliver."""
+DELIVERED_REMEMBERED = 4096  # reply ids kept in memory: their receipt echoes cost no store read
 UNKNOWN_MESSAGE = 10008
 CLOSED_BY_USER_WINDOW = 3600.0
 """A "user closed it" flag older than this no longer suppresses the resolved notice."""
@@ -70,9 +71,9 @@ class OutboundBridge:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.queue = JobQueue(ctx.store, "outbound", self.handle, clock=ctx.clock)
-        self.receipts = JobQueue(ctx.store, "receipts", self._send_receipt, clock=ctx.clock)
+        self.receipts = Receipts(ctx)
         self.csat = CsatFlow(ctx)
-        self.extra_queues: list[JobQueue] = [self.csat.queue, self.receipts]
+        self.extra_queues: list[JobQueue] = [self.csat.queue, self.receipts.queue]
         self.typing = AgentTyping(ctx)
         self.reconciler = Reconciler(ctx, self)
         self.delivered = RecentIds(DELIVERED_REMEMBERED)  # replies delivered lately (ids)
@@ -449,9 +450,8 @@ class OutboundBridge:
             return hold
         # the last part's transaction also ends the job and stores the agent's receipt
         result: dict[str, Any] = {"discord_message_ids": p.setdefault("sent", [])}
-        ending = Ending(
-            result, self._receipt_job(job, "delivered", None), self.receipts.schedule_stored
-        )
+        receipt = self.receipts.job_for(job, "delivered", None)
+        ending = Ending(result, receipt, self.receipts.queue.schedule_stored)
         outcome = await deliver_parts(
             ctx, job, p["discord_id"], chatwoot_message_id=mid, conversation_id=cid, ending=ending
         )
@@ -464,14 +464,14 @@ class OutboundBridge:
                 outcome.reason,
             )
             failed = {"failed": outcome.reason}
-            return await self._finish_with_receipt(job, failed, "failed", outcome.reason)
+            return await self.receipts.finish_with(job, failed, "failed", outcome.reason)
         self.typing.stop(cid)
         self.delivered.add(mid)
         ctx.metrics.replies_delivered.inc()
         self._observe_latency(p)
         if isinstance(outcome, Finished):
             return outcome
-        return await self._finish_with_receipt(job, result, "delivered", None)
+        return await self.receipts.finish_with(job, result, "delivered", None)
 
     async def _deliver_notices(self, job: Job) -> dict[str, Any]:
         p, ctx = job.payload, self.ctx
@@ -550,58 +550,6 @@ class OutboundBridge:
         if deleted:
             log.info("agent deleted reply %d; deleted %d DM(s)", mid, len(deleted))
         return {"deleted": deleted}
-
-    # ------------------------------------------------------------------ receipts for agents
-
-    async def _finish_with_receipt(
-        self, job: Job, result: dict[str, Any], status: str, error: str | None
-    ) -> Finished:
-        """End a reply job and queue its receipt for the agent, in one transaction.
-
-        One receipt per delivery attempt: the first keeps the historical key.
-        """
-        receipt = self._receipt_job(job, status, error)
-        added = await self.ctx.store.call(
-            q.finish_job_and_add, job.id, self.ctx.clock(), result, receipt
-        )
-        if added is not None:
-            self.receipts.schedule_stored(added)
-        return Finished(result)
-
-    def _receipt_job(self, job: Job, status: str, error: str | None) -> q.JobToAdd:
-        """The receipt of a reply job's delivery attempt; the first keeps the historical key."""
-        cid, mid = int(job.payload["conversation_id"]), int(job.payload["message_id"])
-        first = job.dedupe_key == f"msg:{mid}"
-        return q.JobToAdd(
-            self.receipts.name,
-            f"receipt:{mid}" if first else f"receipt:{job.dedupe_key}",
-            f"conv:{cid}",
-            "receipt",
-            {"conversation_id": cid, "message_id": mid, "status": status, "error": error},
-        )
-
-    async def _send_receipt(self, job: Job) -> dict[str, Any] | FinishLater:
-        """Mark the Chatwoot message delivered/failed; a failure without that API -> a note.
-
-        Setting a status twice changes nothing: then the job's end is a deferred write.
-        """
-        p, chatwoot = job.payload, self.ctx.chatwoot
-        cid, mid, status, error = p["conversation_id"], p["message_id"], p["status"], p["error"]
-        try:
-            await chatwoot.update_message_status(cid, mid, status, external_error=error)
-            return FinishLater({"status": status})
-        except ChatwootError as exc:
-            if exc.transient:
-                raise
-            if status != "failed":
-                log.info("could not mark Chatwoot message %d %s: %s", mid, status, exc)
-                return FinishLater({"skipped": exc.status})
-            log.warning(
-                "could not mark Chatwoot message %d failed (%s); adding a private note", mid, exc
-            )
-        note = f"⚠️ This reply was not delivered to the user on Discord. {error}"
-        await chatwoot.create_message(cid, content=note, message_type="outgoing", private=True)
-        return {"status": status, "private_note": True}
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -86,16 +86,16 @@ async def test_the_echo_of_a_delivered_reply_receipt_is_recognised_from_memory(
             cid = await agent_conversation(world)
             reply = await world.chatwoot.agent_reply(cid, "hello")
             await world.wait_delivered(reply["id"])
-            outbound, mid = world.daemon.outbound, reply["id"]
+            is_echo, mid = world.daemon.outbound.intake.is_receipt_echo, reply["id"]
             echo = {"event": "message_updated", "id": mid, "content_attributes": {}}
-            assert outbound.is_receipt_echo(echo)
-            assert outbound.is_receipt_echo({**echo, "content_attributes": None})
+            assert is_echo(echo)
+            assert is_echo({**echo, "content_attributes": None})
             # a deletion, a body Quart must judge, another message or event: not an echo
-            assert not outbound.is_receipt_echo({**echo, "content_attributes": {"deleted": True}})
-            assert not outbound.is_receipt_echo({**echo, "content_attributes": "x"})
-            assert not outbound.is_receipt_echo({**echo, "id": mid + 1})
-            assert not outbound.is_receipt_echo({**echo, "id": True})
-            assert not outbound.is_receipt_echo({**echo, "event": "message_created"})
+            assert not is_echo({**echo, "content_attributes": {"deleted": True}})
+            assert not is_echo({**echo, "content_attributes": "x"})
+            assert not is_echo({**echo, "id": mid + 1})
+            assert not is_echo({**echo, "id": True})
+            assert not is_echo({**echo, "event": "message_created"})
             # the agent deletes it: the deletion still reaches the bridge (the DM goes)
             await world.chatwoot.delete_message(cid, mid)
             await world.wait_for(lambda: not world.discord.dm_messages(USER))

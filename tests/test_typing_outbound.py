@@ -68,13 +68,13 @@ async def test_private_note_and_contact_typing_are_not_shown(tmp_path: Path) -> 
             await world.chatwoot.agent_typing(cid, True, private=True)
             note = world.chatwoot.delivered_events("conversation_typing_on")[-1]
             assert note["is_private"] is True
-            assert await outbound.accept_webhook(note) == "ignored"
+            assert await outbound.intake.accept_webhook(note) == "ignored"
             # the bridge's own contact typing comes back with the contact as the typer
             contact = {k: v for k, v in note["user"].items() if k != "type"}
             echo = {**note, "is_private": False, "user": contact}
-            assert await outbound.accept_webhook(echo) == "ignored"
+            assert await outbound.intake.accept_webhook(echo) == "ignored"
             agent = {**note, "is_private": False}
-            assert await outbound.accept_webhook(agent) == "typing"
+            assert await outbound.intake.accept_webhook(agent) == "typing"
             await world.wait_for(lambda: typing_count(world) >= 1)
             await world.chatwoot.agent_typing(cid, False)
             await world.wait_for(lambda: not outbound.typing.active)

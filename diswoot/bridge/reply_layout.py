@@ -11,6 +11,7 @@ from diswoot.bridge.chunking import chunk_text
 from diswoot.bridge.delivery import FILES_FIELD, OutboundFile
 from diswoot.bridge.downloads import filename_from_url
 from diswoot.chatwoot.models import InboxConfig
+from diswoot.config import Config
 
 DISCORD_MESSAGE_LIMIT = 2000
 DISCORD_MAX_FILES = 10
@@ -45,6 +46,11 @@ def is_inbox_template(content: str | None, inbox: InboxConfig | None) -> bool:
         template and _normalise(template) == text
         for template in (inbox.greeting_message, inbox.out_of_office_message)
     )
+
+
+def upload_limit(cfg: Config) -> int:
+    """The largest file uploaded to Discord (``DISCORD_UPLOAD_LIMIT_MB``), in bytes."""
+    return cfg.discord_upload_limit_mb * 1024 * 1024
 
 
 def reply_parts(payload: Mapping[str, Any], *, upload_limit: int) -> list[dict[str, Any]]:

@@ -114,7 +114,7 @@ def create_app(
         try:
             if provenance is not None:
                 body = await provenance.confirm(body)
-            outcome = await outbound.accept_webhook(body)
+            outcome = await outbound.intake.accept_webhook(body)
         except NotConfirmed as exc:
             log.warning("unauthenticated %s webhook not stored: %s", _event_name(body), exc)
             return problem(422, str(exc))
@@ -134,7 +134,7 @@ def create_app(
         accept=accept_object,
         paths={"/webhook": None, GATED_ROUTE: _GATE_PASSED},
         max_body=MAX_BODY_BYTES,
-        also_ignore=outbound.is_receipt_echo,
+        also_ignore=outbound.intake.is_receipt_echo,
     )
     app.asgi_app = PathTokenGate(fast, cfg.webhook_path_token)  # type: ignore[method-assign]
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from diswoot.bridge.recent import RecentIds
-from diswoot.store import Store, open_store
+from diswoot.store import open_store
 from diswoot.store import queries as q
 from diswoot.store.db import DEFER_SECONDS, connect, migrate, schema_version
 from diswoot.store.schema import MIGRATIONS
@@ -219,49 +219,53 @@ async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: P
         assert await store.call(q.add_job, "q", "after", "l", "k", {}, 2.0) is not None
 
 
+@pytest.mark.parametrize("moment", ["before the lead passes to it", "once it has the lead"])
 async def test_a_waiting_caller_cancelled_as_its_batch_begins_never_fails_the_others(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
     """When a batch ends, the oldest waiting caller is woken to lead the next one (with every
-    call queued behind it).  If that caller is cancelled at that moment, the calls behind it
-    must still run: neither wait forever (a lost lead, and a store that never runs again: the
-    daemon's shielded shutdown writes hung) nor fail as not run.  The batch's end and the
-    cancellation land in one scheduling batch, whose order trio randomises: both orders occur
-    over the attempts."""
-    async with open_store(tmp_path / "t.db") as store:
-        for attempt in range(20):
-            with trio.fail_after(5):
-                assert await _cancel_the_next_leader(store, attempt) == [attempt]
-
-
-async def _cancel_the_next_leader(store: Store, value: int) -> list[int]:
-    """A blocking batch, then two waiting callers; the first is cancelled as the batch ends.
-    Returns what the second caller's call returned."""
+    call queued behind it).  If that caller is cancelled just then, the calls behind it must
+    still run: neither wait forever (a lost lead, and a store that never runs again: the
+    daemon's shielded shutdown writes hung) nor fail as not run.  The cancellation is placed
+    exactly: in the ending batch's own task, just before it passes the lead on (while it
+    applies the batch's routing rows), or just after (when its own call has returned)."""
     gate = threading.Event()
-    behind: list[int] = []
+    behind: list[str] = []
     cancelled = trio.CancelScope()
+    async with open_store(tmp_path / "t.db") as store:
+        if moment == "before the lead passes to it":
+            apply = store.routing.apply
 
-    async def first() -> None:
-        with cancelled:
-            await store.call(lambda db: None)
+            def apply_then_cancel(changes: Any) -> None:
+                apply(changes)
+                cancelled.cancel()
 
-    async def second() -> None:
-        behind.append(await store.call(lambda db: value))
+            monkeypatch.setattr(store.routing, "apply", apply_then_cancel)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(store.call, lambda db: gate.wait(5))  # leads a batch
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(first)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(second)
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
-        # block the loop while the batch ends in its thread: its caller is woken in the same
-        # scheduling batch as this task, which then cancels `first`
-        time.sleep(0.02)  # noqa: ASYNC251
-        await trio.lowlevel.checkpoint()
-        cancelled.cancel()
-    return behind
+        async def lead() -> None:
+            await store.call(lambda db: gate.wait(5))  # a batch that blocks until released
+            cancelled.cancel()
+
+        async def first() -> None:
+            with cancelled:
+                await store.call(lambda db: None)
+
+        async def second() -> None:
+            behind.append(await store.call(lambda db: "ran"))
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lead)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                gate.set()
+            assert cancelled.cancelled_caught
+            assert behind == ["ran"]
+            monkeypatch.undo()
+            assert await store.call(lambda db: "later") == "later"  # the store still runs
 
 
 def _job_states(path: Path) -> dict[str, str]:

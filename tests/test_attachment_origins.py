@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from http_head import read_head
 from test_attachments_outbound import uploaded
 from test_outbound import CEILING, USER, agent_conversation, assert_no_violations
 from test_webhook_endpoint import signed
@@ -44,12 +45,9 @@ class HttpOrigin:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    return
-                head += chunk
+            head = await read_head(stream)
+            if head is None:
+                return
             target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
             self.seen.append(target)
             status, headers, body = self.respond(target)

@@ -7,6 +7,7 @@ from functools import partial
 import httpx
 import pytest
 import trio
+from http_head import read_head
 
 from diswoot import http_pool
 from diswoot.http_pool import RecentlyUsedBackend, http_client
@@ -22,12 +23,8 @@ class ClosingServer:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                return
-            data += chunk
+        if await read_head(stream) is None:
+            return
         await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await stream.aclose()
         self.closed.set()

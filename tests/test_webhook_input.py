@@ -19,6 +19,7 @@ from typing import Any
 import nacl.signing
 import pytest
 import trio
+from http_head import read_head
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_commands import world_with_user
@@ -332,9 +333,8 @@ async def raw_post(world: World, path: str, body: bytes) -> tuple[int, bytes]:
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         await stream.send_all(head + body)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += await stream.receive_some(65536)
+        answer = await read_head(stream)
+        assert answer is not None, "the daemon closed the connection without an answer"
         headers, _, rest = answer.partition(b"\r\n\r\n")
         length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", headers)
         while length and len(rest) < int(length[1]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,52 @@ async def test_a_batch_commits_once_and_a_failing_call_undoes_only_its_own_write
         keys = {job.dedupe_key for job in await store.call(q.pending_jobs, "q")}
     assert keys == {f"k{i}" for i in range(20)}  # "half" was rolled back, nothing else
     assert committed == batches < 21  # one commit per batch, not per call
+
+
+async def test_a_batch_without_failures_writes_no_savepoints(tmp_path: Path) -> None:
+    statements: list[str] = []
+
+    def trace(db: sqlite3.Connection) -> None:
+        db.set_trace_callback(statements.append)
+
+    async with open_store(tmp_path / "t.db") as store:
+        await store.call(trace)
+        statements.clear()
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(store.call, q.add_job, "q", f"k{i}", "l", "k", {}, 1.0)
+        assert len(await store.call(q.pending_jobs, "q")) == 20
+    assert not [s for s in statements if "SAVEPOINT" in s or "ROLLBACK" in s]
+    assert statements.count("BEGIN IMMEDIATE") == statements.count("COMMIT") > 0
+
+
+async def test_a_failed_batch_runs_again_with_every_argument_intact(tmp_path: Path) -> None:
+    """The failing call makes the batch run twice; a generator argument is not used up."""
+
+    def fail(db: sqlite3.Connection) -> None:
+        with q.transaction(db):
+            q.add_job(db, "q", "doomed", "l", "k", {}, 1.0)
+            raise ValueError("no")
+
+    async def failing() -> None:
+        with pytest.raises(ValueError):
+            await store.call(fail)
+
+    def dms_of(i: int) -> Iterator[q.DmToStore]:
+        return (q.DmToStore("l", "message", {}, "1", "2", f"{i}-{n}") for n in range(3))
+
+    statements: list[str] = []
+    async with open_store(tmp_path / "t.db") as store:
+        await store.call(lambda db: db.set_trace_callback(statements.append))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.call, q.add_job, "q", "first", "l", "k", {}, 1.0)
+            nursery.start_soon(failing)
+            nursery.start_soon(failing)
+            for i in range(5):
+                nursery.start_soon(store.call, q.accept_dms, "dm", dms_of(i), 1.0)
+        keys = {job.dedupe_key for job in await store.call(q.list_jobs, ("pending",))}
+    assert keys == {"first"} | {f"{i}-{n}" for i in range(5) for n in range(3)}
+    assert "ROLLBACK" in statements and "SAVEPOINT step" in statements  # it did run twice
 
 
 async def test_a_cancelled_caller_either_never_ran_or_ran_completely(tmp_path: Path) -> None:

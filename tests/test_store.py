@@ -83,9 +83,9 @@ async def test_user_and_conversation_queries(tmp_path: Path) -> None:
         assert (await store.call(q.user_by_channel, "900")) == user
         assert await store.call(q.mark_greeted, "42", 13.0) is True
         assert await store.call(q.mark_greeted, "42", 14.0) is False
-        await store.call(q.note_last_message, "42", "1000", 15.0)
-        await store.call(q.note_last_message, "42", "999", 15.0)  # older id: ignored
-        await store.call(q.note_last_message, "42", "10000", 15.0)  # compares as integers
+        for message_id in ("1000", "999", "10000"):  # 999: older, ignored; ids are integers
+            dm = q.DmToStore("user:42", "message", {}, "42", "900", message_id)
+            await store.call(q.accept_dms, "inbound", [dm], 15.0)
         user = await store.call(q.get_user, "42")
         assert user is not None and user.last_message_id == "10000"
 
@@ -383,8 +383,6 @@ def test_record_inbound_delivery_matches_the_separate_queries(tmp_path: Path) ->
     q.add_link(separate, "m9", 70, 7, "c1", "in", 5.0)
     q.touch_conversation(separate, 7, 5.0)
     q.change_conversation_status(separate, 7, "open", 5.0)
-    q.upsert_user(separate, "u1", 5.0, dm_channel_id="c1")
-    q.note_last_message(separate, "u1", "m9", 5.0)
     inbound = q.add_job(combined, "inbound", "m9", "u1", "message", {}, 4.0)
     assert inbound is not None
     reaction = q.record_inbound_delivery(
@@ -393,7 +391,6 @@ def test_record_inbound_delivery_matches_the_separate_queries(tmp_path: Path) ->
         chatwoot_message_id=70,
         conversation_id=7,
         channel_id="c1",
-        discord_id="u1",
         now=5.0,
         reopened=True,
         finish=(inbound.id, {"ok": 1}),
@@ -402,7 +399,7 @@ def test_record_inbound_delivery_matches_the_separate_queries(tmp_path: Path) ->
     assert reaction is not None and reaction.dedupe_key == "react:m9"
     [done] = q.list_jobs(combined, states=("done",))
     assert done.id == inbound.id and done.result == {"ok": 1}
-    assert q.get_user(combined, "u1") == q.get_user(separate, "u1")
+    assert q.get_user(combined, "u1") == q.get_user(separate, "u1")  # noted when stored
     assert q.get_conversation(combined, 7) == q.get_conversation(separate, 7)
     assert q.links_for_discord(combined, "m9") == q.links_for_discord(separate, "m9")
 

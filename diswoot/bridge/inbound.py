@@ -266,7 +266,6 @@ class InboundBridge:
                 chatwoot_message_id=chatwoot_id,
                 conversation_id=conversation_id,
                 channel_id=channel_id,
-                discord_id=discord_id,
                 now=self.ctx.clock(),
                 reopened=bool(result["reopened"]),
                 finish=None if followups else (job.id, result),

@@ -122,7 +122,6 @@ def record_inbound_delivery(
     chatwoot_message_id: int,
     conversation_id: int,
     channel_id: str,
-    discord_id: str,
     now: float,
     reopened: bool = False,
     finish: tuple[int, dict[str, Any] | None] | None = None,
@@ -130,10 +129,11 @@ def record_inbound_delivery(
 ) -> Job | None:
     """What a forwarded DM changes, in one transaction.
 
-    The link (direction in), the conversation's activity (and status open when
-    ``reopened``), the user's DM channel and newest DM; ``finish`` = (job id, result) ends
-    the inbound job in the same transaction; ``then`` is stored too (e.g. the confirm
-    reaction) and returned (None: a duplicate, or none asked).
+    The link (direction in) and the conversation's activity (and status open when
+    ``reopened``); ``finish`` = (job id, result) ends the inbound job in the same
+    transaction; ``then`` is stored too (e.g. the confirm reaction) and returned (None: a
+    duplicate, or none asked).  The user's DM channel and newest DM were noted when the DM
+    was stored (:func:`accept_dms`).
     """
     added: Job | None = None
     with transaction(db):
@@ -157,7 +157,6 @@ def record_inbound_delivery(
                    WHERE conversation_id = ?""",
                 (now, conversation_id),
             )
-        _note_dm(db, discord_id, channel_id, discord_message_id, now)
         if finish is not None:
             finish_job(db, finish[0], now, finish[1])
         if then is not None:

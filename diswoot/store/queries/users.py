@@ -75,20 +75,6 @@ def mark_greeted(db: sqlite3.Connection, discord_id: str, now: float) -> bool:
     return cur.rowcount == 1
 
 
-def note_last_message(
-    db: sqlite3.Connection, discord_id: str, message_id: str, now: float
-) -> None:
-    """Advance the user's newest-seen DM message id (snowflakes compare as integers)."""
-    with transaction(db):
-        db.execute(
-            """UPDATE users SET last_message_id = ?, updated_at = ?
-               WHERE discord_id = ?
-                 AND (last_message_id IS NULL
-                      OR CAST(last_message_id AS INTEGER) < CAST(? AS INTEGER))""",
-            (message_id, now, discord_id, message_id),
-        )
-
-
 def users_active_since(db: sqlite3.Connection, since: float) -> list[User]:
     rows = db.execute(
         "SELECT * FROM users WHERE updated_at >= ? AND dm_channel_id IS NOT NULL"

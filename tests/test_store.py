@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,8 @@ async def test_a_batch_without_failures_writes_no_savepoints(tmp_path: Path) -> 
 
 
 async def test_a_failed_batch_runs_again_with_every_argument_intact(tmp_path: Path) -> None:
-    """The failing call makes the batch run twice; a generator argument is not used up."""
+    """The failing call makes the batch run twice; a generator argument (positional or
+    keyword) is not used up."""
 
     def fail(db: sqlite3.Connection) -> None:
         with q.transaction(db):
@@ -247,7 +249,11 @@ async def test_a_failed_batch_runs_again_with_every_argument_intact(tmp_path: Pa
             nursery.start_soon(failing)
             nursery.start_soon(failing)
             for i in range(5):
-                nursery.start_soon(store.call, q.accept_dms, "dm", dms_of(i), 1.0)
+                if i % 2:
+                    nursery.start_soon(store.call, q.accept_dms, "dm", dms_of(i), 1.0)
+                else:  # by keyword
+                    nursery.start_soon(partial(store.call, q.accept_dms, "dm", dms=dms_of(i),
+                                               now=1.0))
         keys = {job.dedupe_key for job in await store.call(q.list_jobs, ("pending",))}
     assert keys == {"first"} | {f"{i}-{n}" for i in range(5) for n in range(3)}
     assert "ROLLBACK" in statements and "SAVEPOINT step" in statements  # it did run twice

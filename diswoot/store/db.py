@@ -138,9 +138,15 @@ def _run_apart(db: sqlite3.Connection, batch: list[_Call]) -> None:
             _fail(group, exc)
 
 
-def _reusable(args: tuple[Any, ...]) -> list[Any]:
-    """``args`` with each iterator (e.g. a generator) read into a list: it may be run twice."""
-    return [list(arg) if isinstance(arg, Iterator) else arg for arg in args]
+def _reusable(fn: Callable[..., Any], db: sqlite3.Connection, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Callable[[], Any]:
+    """``fn(db, *args, **kwargs)`` as a call that may run twice: each iterator argument (e.g.
+    a generator) is read into a list first."""
+    args = tuple(list(arg) if isinstance(arg, Iterator) else arg for arg in args)
+    for key, value in kwargs.items():
+        if isinstance(value, Iterator):
+            kwargs[key] = list(value)
+    return partial(fn, db, *args, **kwargs)
 
 
 def _nothing(db: sqlite3.Connection) -> None:
@@ -203,9 +209,9 @@ class Store:
         """Run ``fn(db, *args, **kwargs)`` in a worker thread, serialised with all others.
 
         ``fn`` may run twice (a batch in which a call failed runs again, see
-        :func:`_run_batch`): an iterator argument is read into a list first.
+        :func:`_run_batch`): each iterator argument is read into a list first.
         """
-        item = _Call(partial(fn, self._db, *_reusable(args), **kwargs))
+        item = _Call(_reusable(fn, self._db, args, kwargs))
         self._queued.append(item)
         if self._running:
             try:
@@ -235,7 +241,7 @@ class Store:
         Only for writes whose loss in a crash merely repeats idempotent work; a failure is
         logged (nobody waits for the result).
         """
-        self._deferred.append(_Call(partial(fn, self._db, *_reusable(args), **kwargs)))
+        self._deferred.append(_Call(_reusable(fn, self._db, args, kwargs)))
         self._deferred_added.set()
 
     async def write_deferred(self) -> None:

@@ -510,27 +510,6 @@ async def test_a_dm_to_an_open_conversation_takes_two_store_hops(tmp_path: Path)
             "conversation_id"]
 
 
-async def test_dms_queued_behind_others_keep_the_posting_note_they_were_stored_with(
-    tmp_path: Path,
-) -> None:
-    """A DM waiting behind another in its user's lane was stored with its posting note too:
-    its POST needs no store call first, so the note keeps its arrival's ``after``."""
-    async with world_for(tmp_path, greeting_enabled=False) as world:
-        first = world.discord.user_sends(UID, "m0")
-        [m0] = await delivered(world, first["id"])
-        await settled(world)
-        world.chatwoot.latency = 0.3  # m1's POST is in flight while m2 and m3 arrive
-        ids = [world.discord.user_sends(UID, f"m{n}")["id"] for n in (1, 2, 3)]
-        messages = await delivered(world, *ids)
-        assert [m["content"] for m in messages] == ["m0", "m1", "m2", "m3"]
-        await settled(world)
-        done = await world.daemon.ctx.store.call(q.list_jobs, ("done",), "inbound")
-        notes = {job.dedupe_key: job.payload["posting"] for job in done}
-        assert [notes[i] for i in ids] == [{"conversation_id": m0["conversation_id"],
-                                            "after": m0["id"]}] * 3
-        assert world.chatwoot.violations == []
-
-
 async def test_sigkill_after_a_post_noted_at_intake_still_delivers_once(tmp_path: Path) -> None:
     """The posting note stored with the job (known open conversation) protects the POST as
     the one written before it does: a new daemon finds the lost message, posts nothing."""

@@ -104,16 +104,15 @@ class InboundBridge:
         """Store DMs as jobs in one transaction (no network call); False for a duplicate.
 
         Each user's DM channel and newest DM id are noted with them: the backfill starts there.
-        A DM for the user's known open conversation is stored with its posting note, so its
-        POST needs no store call of its own (unless the DMs ahead of it change the
-        conversation); the note's ``after`` may then be older, which only widens the search a
-        retried attempt makes.
         """
         now = self.ctx.clock()
-        dms = [
-            dm._replace(posting_conversation=self._open_conversation(dm.discord_id))
-            for dm in (_to_store(event, KIND_MESSAGE, now) for event in events)
-        ]
+        dms, next_up = [], set()
+        for event in events:
+            dm = _to_store(event, KIND_MESSAGE, now)
+            if dm.lane not in next_up and self.queue.lane_idle(dm.lane):
+                next_up.add(dm.lane)  # runs at once: its posting note is stored with it
+                dm = dm._replace(posting_conversation=self._open_conversation(dm.discord_id))
+            dms.append(dm)
         jobs = await self.ctx.store.call(q.accept_dms, self.queue.name, dms, now)
         for event, dm, job in zip(events, dms, jobs, strict=True):
             if job is None:

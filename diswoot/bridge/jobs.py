@@ -193,6 +193,10 @@ class JobQueue:
         self._wake.set()
         self._wake = trio.Event()
 
+    def lane_idle(self, lane: str) -> bool:
+        """Nothing of ``lane`` is scheduled: a job submitted now runs at once."""
+        return not self._lanes.get(lane)
+
     @property
     def depth(self) -> int:
         """Jobs scheduled in memory (pending, including retries)."""

@@ -471,6 +471,27 @@ async def test_stored_dms_survive_a_crash(tmp_path: Path) -> None:
         assert [m["content"] for m in messages] == ["m0", "m1", "m2"]
 
 
+async def test_only_the_dm_about_to_run_is_stored_with_a_posting_note(tmp_path: Path) -> None:
+    """A posting note means "this DM may be in Chatwoot already": after a restart every noted
+    DM is searched for before its POST (GETs paging on from the note's ``after``).  So only the
+    DM about to run is stored with one; those queued behind it are noted just before their own
+    POST, and a backlog left by a restart costs no searches."""
+    async with world_for(tmp_path, greeting_enabled=False) as world:
+        first = world.discord.user_sends(UID, "m0")
+        await delivered(world, first["id"])
+        await settled(world)
+        world.chatwoot.down = True
+        ids = [world.discord.user_sends(UID, f"m{n}")["id"] for n in (1, 2, 3)]
+        await world.wait_for(lambda: world.daemon.inbound.queue.depth == 3)
+        await world.crash()
+        noted = {j.dedupe_key: "posting" in j.payload for j in await stored_jobs(world, "pending")}
+        assert noted == {ids[0]: True, ids[1]: False, ids[2]: False}
+        world.chatwoot.down = False
+        await world.start()
+        messages = await delivered(world, *ids)
+        assert [m["content"] for m in messages] == ["m0", "m1", "m2", "m3"]
+
+
 async def test_sigkill_between_stored_and_delivered(tmp_path: Path) -> None:
     """A real ``python -m diswoot`` is SIGKILLed while Chatwoot is saving a DM; a new daemon
     on the same database delivers every DM exactly once, in order."""

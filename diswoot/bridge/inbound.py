@@ -110,7 +110,10 @@ class InboundBridge:
         for event in events:
             dm = _to_store(event, KIND_MESSAGE, now)
             if dm.lane not in next_up and self.queue.lane_idle(dm.lane):
-                next_up.add(dm.lane)  # runs at once: its posting note is stored with it
+                # runs at once: its posting note is stored with it.  Only then: a stored note
+                # means "may be in Chatwoot", so after a restart a noted DM is searched for
+                # first, and a queue of noted DMs would cost a search each
+                next_up.add(dm.lane)
                 dm = dm._replace(posting_conversation=self._open_conversation(dm.discord_id))
             dms.append(dm)
         jobs = await self.ctx.store.call(q.accept_dms, self.queue.name, dms, now)

@@ -259,6 +259,32 @@ async def test_proactive_global_limit(
     assert times[-1] - times[0] >= 2.0
 
 
+async def test_the_global_window_follows_a_queue_at_discord(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A burst waits for answers (nothing is known before them), then each slot frees as its
+    own answer allows: the next burst goes at the pace Discord served the first."""
+    arrivals: list[float] = []
+    serving = trio.Lock()
+
+    async def one_at_a_time(request: httpx.Request) -> httpx.Response:
+        async with serving:
+            arrivals.append(trio.current_time())
+            await trio.sleep(0.01)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(one_at_a_time)) as http:
+        rest = DiscordRest(http, base_url=BASE, token="tok")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for channel in range(150):
+                    nursery.start_soon(rest.trigger_typing, str(channel))
+    assert len(arrivals) == 150
+    for i, t in enumerate(arrivals):
+        assert sum(1 for u in arrivals[i:] if u < t + 1.0) <= 50
+    assert arrivals[-1] - arrivals[0] < 2.6  # slots held for the first burst's spread: 3.5 s
+
+
 async def test_create_dm_is_cached(
     rest: DiscordRest, recorder: Recorder, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 
@@ -13,6 +15,7 @@ from diswoot.rest.ratelimit import (
     BucketMap,
     BucketState,
     Decision,
+    GlobalSlot,
     GlobalWindow,
     RateLimitHeaders,
     Route,
@@ -200,30 +203,56 @@ def test_never_sends_into_an_exhausted_bucket(
     assert bucket.in_flight == len(on_the_wire) + len(processed)
 
 
+def _simulate_global_window(
+    window: GlobalWindow,
+    requests: list[tuple[int, float, float]],
+    base_rtt: float,
+    service: float = 0.0,
+) -> list[float]:
+    """Send ``requests`` (gap in ms, queueing delay, the share of it on the way there) through
+    ``window``, with answers coming back while others wait; Discord's arrival times.  With a
+    ``service`` time, Discord also serves one request at a time (its own queue, as a fake does)."""
+    out_base = base_rtt / 2  # the unqueued trip, half each way
+    now, server_free, arrivals, order = 0.0, 0.0, [], itertools.count()
+    answers: list[tuple[float, int, GlobalSlot]] = []
+    for gap_ms, queued, share in requests:
+        now += gap_ms / 1000
+        while True:
+            while answers and answers[0][0] <= now:
+                answered_at, _, slot = heapq.heappop(answers)
+                window.finish(slot, answered_at)
+            wait = window.delay(now)
+            if wait == 0:
+                break
+            assert wait < math.inf or answers, "waiting for an answer that cannot come"
+            now = min(now + wait, answers[0][0] if answers else math.inf)
+        slot = window.start(now)
+        arrival = now + out_base + share * queued
+        if service:
+            arrival = max(arrival, server_free)
+            server_free = arrival + service
+        arrivals.append(arrival)
+        answer = arrival + service + base_rtt - out_base + (1 - share) * queued
+        heapq.heappush(answers, (answer, next(order), slot))
+    return sorted(arrivals)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 200), st.floats(0.0, 1.0)), max_size=300),
+    st.lists(
+        st.tuples(st.integers(0, 200), st.floats(0.0, 0.5), st.floats(0.0, 1.0)), max_size=300
+    ),
     st.floats(0.005, 0.3),
-    st.floats(0.0, 0.2),
 )
 def test_global_window_never_lets_more_than_the_limit_arrive_in_a_period(
-    requests: list[tuple[int, float]], base_rtt: float, jitter: float
+    requests: list[tuple[int, float, float]], base_rtt: float
 ) -> None:
-    """Whatever part of a round trip's spread falls on the way there, Discord never counts
-    more than ``limit`` requests in any period (once the spread has been seen)."""
-    window, now = GlobalWindow(limit=5, period=1.0), 0.0
-    for rtt in (base_rtt, base_rtt + jitter):  # the spread is learned from answers
-        window.finish(0.0, rtt)
-    arrivals = []
-    for gap_ms, share in requests:
-        now += gap_ms / 1000
-        now += window.delay(now)
-        assert window.delay(now) == 0
-        window.start(now)
-        rtt = base_rtt + share * jitter
-        arrivals.append(now + share * jitter)  # all of the variation on the way there
-        window.finish(now, now + rtt)
-    arrivals.sort()
+    """Whatever part of a round trip's queueing falls on the way there, and however many
+    requests are in flight, Discord never counts more than ``limit`` in any period (once an
+    unqueued round trip has been seen)."""
+    window = GlobalWindow(limit=5, period=1.0)
+    window.finish(GlobalSlot(0.0), base_rtt)  # the fastest round trip is learned from answers
+    arrivals = _simulate_global_window(window, requests, base_rtt)
     for i, t in enumerate(arrivals):
         assert sum(1 for u in arrivals[i:] if u < t + 1.0) <= 5
 
@@ -233,29 +262,45 @@ def test_global_window_uses_nearly_the_whole_limit_on_a_steady_link() -> None:
     window, now, sent = GlobalWindow(), 0.0, []
     for _ in range(500):
         now += window.delay(now)
-        window.start(now)
-        window.finish(now, now + 0.2)  # 200 ms round trips, steady
+        slot = window.start(now)
+        assert window.finish(slot, now + 0.2) == pytest.approx(now + 1.015)  # 200 ms, steady
         sent.append(now)
     rate = (len(sent) - 1) / (sent[-1] - sent[0])
     assert rate >= 0.95 * 50
-    assert window.margin == pytest.approx(0.015)
 
 
-def test_an_unsteady_link_widens_the_margin_and_a_global_429_widens_it_for_good() -> None:
+def test_a_queue_at_discord_costs_a_burst_only_its_own_delays() -> None:
+    """A burst queued behind itself at a Discord that serves one request per 10 ms: each slot
+    frees as its own answer allows, so the next burst goes at the pace Discord took them."""
+    window = GlobalWindow(limit=50, period=1.0)
+    arrivals = _simulate_global_window(window, [(0, 0.0, 0.0)] * 150, 0.002, service=0.01)
+    assert arrivals[-1] - arrivals[0] < 2.6  # all slots held for the burst's spread: 3.5 s
+    for i, t in enumerate(arrivals):
+        assert sum(1 for u in arrivals[i:] if u < t + 1.0) <= 50
+
+
+def test_a_slot_frees_as_its_own_round_trip_allows_and_a_global_429_widens_it_for_good() -> None:
     window = GlobalWindow(limit=3, period=1.0)
-    assert window.margin == pytest.approx(0.265)  # nothing measured yet: cautious
-    window.finish(0.0, 0.05)
-    window.finish(0.0, 0.45)
-    assert window.margin == pytest.approx(0.415)
-    for _ in range(3):
-        assert window.delay(10.0) == 0
-        window.start(10.0)
-    assert window.delay(10.0) == pytest.approx(1.415)
-    window.pause(2.0, 10.0)
-    assert window.margin == pytest.approx(0.465)
-    assert window.delay(11.0) == pytest.approx(1.0)  # paused until 12, slots free at 11.465
-    assert window.delay(11.5) == pytest.approx(0.5)
-    assert window.delay(12.0) == 0
+    slots = [window.start(10.0) for _ in range(3)]
+    assert window.delay(10.0) == math.inf  # all in flight: nothing frees before an answer
+    assert window.finish(slots[0], 10.05) == pytest.approx(11.015)  # the fastest so far
+    assert window.finish(slots[1], 10.45) == pytest.approx(11.415)  # 0.4 s slower
+    assert window.delay(10.5) == pytest.approx(0.515)
+    window.start(11.015)
+    assert window.delay(11.015) == pytest.approx(0.4)  # slot 1; slot 2 is still in flight
+    window.pause(2.0, 11.1)
+    assert window.release_at(slots[1]) == pytest.approx(11.465)
+    assert window.delay(11.1) == pytest.approx(2.0)  # paused until 13.1
+    assert window.delay(13.1) == 0
+
+
+def test_a_failed_request_holds_its_slot_for_the_whole_time_it_took() -> None:
+    """No answer: it may have reached Discord at any moment before it failed."""
+    window = GlobalWindow(limit=2, period=1.0)
+    window.finish(window.start(0.0), 0.05)
+    failed = window.start(0.0)
+    assert window.finish(failed, 0.3, answered=False) == pytest.approx(1.315)
+    assert min(window.rtts) == pytest.approx(0.05)  # a failure teaches no round trip
 
 
 def test_straggler_from_the_old_window_is_counted_in_the_new_one() -> None:

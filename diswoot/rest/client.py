@@ -10,6 +10,7 @@ and webhook-token routes). All waits use trio's clock.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from diswoot.rest.ratelimit import (
     BucketMap,
     BucketState,
     Decision,
+    GlobalSlot,
     GlobalWindow,
     RateLimitHeaders,
     Route,
@@ -78,6 +80,8 @@ class _Gate:
         self._locks: dict[str, trio.Lock] = {}
         self._global = GlobalWindow()
         self._global_lock = trio.Lock()
+        self._slot_freed = trio.Event()  # set when an answer frees a slot before the wait ends
+        self._global_wait_until = -math.inf
 
     async def _wait(self, seconds: float) -> None:
         self._stats.rate_limit_waits += 1
@@ -122,28 +126,39 @@ class _Gate:
             lock.release()
             return _Ticket(key, bucket, False, None)
 
-    async def _pass_global(self) -> float:
-        """Wait for a global slot; the send time it was taken at."""
+    async def _pass_global(self) -> GlobalSlot:
+        """Wait for a global slot and take it."""
         async with self._global_lock:
-            while (delay := self._global.delay(trio.current_time())) > 0:
-                await self._wait(delay)
-            now = trio.current_time()
-            self._global.start(now)
-            return now
+            while (delay := self._global.delay(now := trio.current_time())) > 0:
+                self._stats.rate_limit_waits += 1
+                self._slot_freed = trio.Event()
+                self._global_wait_until = now + delay
+                with trio.move_on_at(self._global_wait_until):  # no deadline while all in flight
+                    await self._slot_freed.wait()
+                self._global_wait_until = -math.inf
+                self._stats.rate_limit_wait_seconds += trio.current_time() - now
+            return self._global.start(trio.current_time())
+
+    def _finish_global(self, slot: GlobalSlot, *, answered: bool) -> None:
+        """``slot``'s request is over: wake the waiter if that frees a slot before its wait ends."""
+        if self._global.finish(slot, trio.current_time(), answered=answered) < (
+            self._global_wait_until
+        ):
+            self._slot_freed.set()
 
     @asynccontextmanager
     async def slot(self, route: Route) -> AsyncIterator[_Slot]:
         """Wait until ``route`` may be sent; the body sends it and reports via ``observe``."""
         ticket = await self._reserve(route)
         slot = _Slot()
-        sent_at: float | None = None
+        global_slot: GlobalSlot | None = None
         try:
             if route.global_limited:
-                sent_at = await self._pass_global()
+                global_slot = await self._pass_global()
             yield slot
         finally:
-            if sent_at is not None and slot.response is not None:
-                self._global.finish(sent_at, trio.current_time())
+            if global_slot is not None:
+                self._finish_global(global_slot, answered=slot.response is not None)
             try:
                 self._settle(route, ticket, slot)
             finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import quote
@@ -20,14 +20,13 @@ from urllib.parse import quote
 GLOBAL_LIMIT = 50
 GLOBAL_PERIOD = 1.0
 GLOBAL_SAFETY_MARGIN = 0.015
-"""Added to the learned margin of the global window: two clocks' rounding and jitter."""
-UNKNOWN_RTT_MARGIN = 0.25
-"""The global window's margin before any round trip was measured."""
+"""Added to each global slot's learned margin: two clocks' rounding and jitter."""
 MAX_MARGIN = 1.0
-"""The margin never exceeds this: as cautious as holding a slot a period past the answer."""
+"""Global 429s never widen the margins by more than this."""
 GLOBAL_429_WIDENING = 0.05
-"""How much a global 429 widens the margin (it should never happen; if it does, learn)."""
+"""How much a global 429 widens the margins (it should never happen; if it does, learn)."""
 RTT_SAMPLES = 64
+"""Round trips remembered for the fastest one (the global window's reference)."""
 
 _MAJOR_PARAMS = ("channel_id", "guild_id", "webhook_id")
 _REACTIONS_PREFIX = "/channels/{channel_id}/messages/{message_id}/reactions"
@@ -215,51 +214,90 @@ class BucketState:
 
 
 @dataclass
+class GlobalSlot:
+    """One request's place in the global window: its send time and, once its request is over,
+    its margin (see :class:`GlobalWindow`)."""
+
+    sent_at: float
+    over_at: float | None = None
+    """When it was answered, or failed (then it may have reached Discord any time before)."""
+    answered: bool = False
+
+
+@dataclass
 class GlobalWindow:
     """Proactive sliding window: at most ``limit`` requests reach Discord in any ``period``.
 
-    A request holds its slot from its *send* until ``period + margin`` later.  Discord counts
-    it when it arrives, some unknown part of its round trip after the send; two requests a
-    period apart can only arrive closer together than they were sent when the later one's
-    trip is shorter, by at most the spread of recent round trips (which includes the time a
-    busy event loop spent between this gate and the socket).  So ``margin`` is that spread,
-    learned from the last :data:`RTT_SAMPLES` answers, plus a small constant; a global 429
-    widens it for good.  On a steady link that allows ``limit / (period + margin)``.
+    Each request holds its slot from its *send* until ``period`` plus a small constant plus its
+    own margin later: how much longer its round trip took than the fastest of the last
+    :data:`RTT_SAMPLES` (a global 429 widens every margin for good).  Why that is enough:
+    Discord counts a request when it arrives.  The outbound part of a round trip is at most the
+    round trip less the quickest return, a later request's is at least the quickest outbound
+    part, and the fastest recent round trip is taken to be those two (it met no queue, as some
+    does whenever the link is not saturated).  So a request sent after an earlier one's slot
+    freed arrives more than ``period`` after it.  A slot stays held until its request is over;
+    one that failed without an answer may have arrived any time before, and is held for all of
+    it.
+
+    The slots of a burst free one by one, as their own answers came back, rather than all
+    after the slowest: the next burst goes at the pace Discord served the first (a queue at
+    Discord no longer costs a whole queue's length per period).  A steady link allows
+    ``limit / (period + margin)``.
     """
 
     limit: int = GLOBAL_LIMIT
     period: float = GLOBAL_PERIOD
     paused_until: float = -math.inf
-    sent: collections.deque[float] = field(default_factory=collections.deque)
+    slots: collections.deque[GlobalSlot] = field(default_factory=collections.deque)
     rtts: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=RTT_SAMPLES)
     )
     extra_margin: float = 0.0
 
-    @property
-    def margin(self) -> float:
-        """Seconds a slot is held beyond ``period`` after its send."""
-        spread = max(self.rtts) - min(self.rtts) if self.rtts else UNKNOWN_RTT_MARGIN
-        return min(MAX_MARGIN, GLOBAL_SAFETY_MARGIN + spread + self.extra_margin)
+    def _releaser(self) -> Callable[[GlobalSlot], float]:
+        """slot -> when it frees (infinity while its request is in flight), as things stand."""
+        hold = self.period + GLOBAL_SAFETY_MARGIN + self.extra_margin
+        fastest = min(self.rtts) if self.rtts else 0.0  # nothing measured: the whole trip
+
+        def release(slot: GlobalSlot) -> float:
+            over_at = slot.over_at
+            if over_at is None:
+                return math.inf
+            return over_at + hold - (min(fastest, over_at - slot.sent_at) if slot.answered else 0.0)
+
+        return release
+
+    def release_at(self, slot: GlobalSlot) -> float:
+        """When ``slot`` frees (infinity while its request is in flight)."""
+        return self._releaser()(slot)
 
     def delay(self, now: float) -> float:
-        """Seconds until one more request may be sent (0 if it may go now)."""
-        hold = self.period + self.margin
-        sent = self.sent
-        while sent and sent[0] <= now - hold:
-            sent.popleft()
+        """Seconds until one more request may be sent (0 if it may go now; infinity: not
+        before an answer frees a slot)."""
+        slots, release = self.slots, self._releaser()
+        while slots and release(slots[0]) <= now:
+            slots.popleft()
         wait = self.paused_until - now
-        if len(sent) >= self.limit:
-            wait = max(wait, sent[len(sent) - self.limit] + hold - now)
+        if len(slots) >= self.limit:
+            held = sorted(t for t in map(release, slots) if t > now)
+            if len(held) >= self.limit:
+                wait = max(wait, held[len(held) - self.limit] - now)
         return max(wait, 0.0)
 
-    def start(self, now: float) -> None:
+    def start(self, now: float) -> GlobalSlot:
         """A request is being sent at ``now`` (call only when ``delay(now) == 0``)."""
-        self.sent.append(now)
+        slot = GlobalSlot(now)
+        self.slots.append(slot)
+        return slot
 
-    def finish(self, sent_at: float, now: float) -> None:
-        """The request sent at ``sent_at`` was answered at ``now``: learn its round trip."""
-        self.rtts.append(max(0.0, now - sent_at))
+    def finish(self, slot: GlobalSlot, now: float, *, answered: bool = True) -> float:
+        """``slot``'s request was answered (or failed) at ``now``; when the slot frees.  Only
+        answers teach the round trip: a failure may have been quick (refused) or slow, and its
+        slot is held for the whole time it took."""
+        slot.over_at, slot.answered = now, answered
+        if answered:
+            self.rtts.append(now - slot.sent_at)
+        return self.release_at(slot)
 
     def pause(self, retry_after: float, now: float) -> None:
         """A global 429: nothing global-limited goes for ``retry_after``; widen the margin."""

@@ -294,6 +294,17 @@ def test_a_slot_frees_as_its_own_round_trip_allows_and_a_global_429_widens_it_fo
     assert window.delay(13.1) == 0
 
 
+def test_slots_that_free_within_10_ms_of_the_next_one_go_together() -> None:
+    window = GlobalWindow(limit=2, period=1.0)
+    first, second = window.start(0.0), window.start(0.0)
+    window.finish(first, 0.05)
+    window.finish(second, 0.058)  # frees 8 ms after the first
+    assert window.delay(0.1) == pytest.approx(0.923)  # both at 1.023, not one at 1.015
+    window.finish(window.start(1.023), 1.073)
+    window.start(1.023)
+    assert window.delay(1.1) == pytest.approx(0.938)  # the second in flight: one at 2.038
+
+
 def test_a_failed_request_holds_its_slot_for_the_whole_time_it_took() -> None:
     """No answer: it may have reached Discord at any moment before it failed."""
     window = GlobalWindow(limit=2, period=1.0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
+import httpcore
 import httpx
 import pytest
 import trio
@@ -80,3 +82,78 @@ async def test_an_open_answer_stands_for_recheck_seconds(
             assert stream.get_extra_info("is_readable") is (recheck == 0.0)
         finally:
             await stream.aclose()
+
+
+class KeepAliveServer:
+    """HTTP/1.1 on 127.0.0.1 that answers every request of a connection with ``ok``."""
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.lower().split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            while len(data) < length:
+                data += await stream.receive_some(65536)
+            data = data[length:]
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+class RecordingStream(httpcore.AsyncNetworkStream):
+    """A real network stream that notes every non-empty write."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream, writes: list[bytes]) -> None:
+        self._stream, self._writes = stream, writes
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout=timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            self._writes.append(bytes(buffer))
+        await self._stream.write(buffer, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class RecordingBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self._backend = httpcore.TrioBackend()
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, **kwargs: Any
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_tcp(host, port, timeout=timeout, **kwargs)
+        return RecordingStream(stream, self.writes)
+
+
+async def test_a_request_head_goes_out_in_one_write_with_its_body(nursery: trio.Nursery) -> None:
+    """One send per request: a head that announces a body waits for it; one that does not
+    (GET, an empty body) goes at once."""
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, KeepAliveServer().handle, 0, host="127.0.0.1")
+    )
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    recorder = RecordingBackend()
+    async with http_client(4) as client:
+        client._transport._pool._network_backend = RecentlyUsedBackend(recorder)  # type: ignore[attr-defined]
+        assert (await client.post(url, json={"content": "hi\r\n\r\n"})).text == "ok"
+        assert (await client.get(url)).text == "ok"
+        assert (await client.post(url, content=b"")).text == "ok"
+        assert (await client.post(url, content=b"raw")).text == "ok"
+    assert [w.split(b" ", 1)[0] for w in recorder.writes] == [b"POST", b"GET", b"POST", b"POST"]
+    assert recorder.writes[0].endswith(b"\r\n\r\n" + b'{"content":"hi\\r\\n\\r\\n"}')
+    assert b"\r\nContent-Length: 0\r\n" in recorder.writes[2]  # the head alone, at once
+    assert recorder.writes[3].endswith(b"\r\n\r\nraw")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import httpcore
@@ -10,9 +14,11 @@ import httpx
 import pytest
 import trio
 from http_head import read_head
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diswoot import http_pool
-from diswoot.http_pool import RecentlyUsedBackend, http_client
+from diswoot.http_pool import LinearPool, RecentlyUsedBackend, http_client
 
 
 class ClosingServer:
@@ -35,7 +41,102 @@ class ClosingServer:
 async def test_the_pool_uses_the_recently_used_backend() -> None:
     async with http_client(4) as client:
         pool = client._transport._pool  # type: ignore[attr-defined]
+        assert isinstance(pool, LinearPool)
         assert isinstance(pool._network_backend, RecentlyUsedBackend)
+
+
+@dataclass(eq=False)
+class StubConnection:
+    """A pooled connection's state, as the pool's bookkeeping asks about it."""
+
+    id: int
+    origin: str
+    closed: bool = False
+    expired: bool = False
+    idle: bool = False
+    available: bool = True
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def has_expired(self) -> bool:
+        return self.expired
+
+    def is_idle(self) -> bool:
+        return self.idle
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def can_handle_request(self, origin: str) -> bool:
+        return origin == self.origin
+
+
+class StubRequest:
+    def __init__(self, origin: str, connection: StubConnection | None) -> None:
+        self.request = SimpleNamespace(url=SimpleNamespace(origin=origin))
+        self.connection = connection
+
+    def is_queued(self) -> bool:
+        return self.connection is None
+
+    def assign_to_connection(self, connection: StubConnection) -> None:
+        self.connection = connection
+
+
+def _stub_pool(cls: type[httpcore.AsyncConnectionPool], state: dict[str, Any]) -> Any:
+    pool = cls(
+        max_connections=state["max_connections"],
+        max_keepalive_connections=state["max_keepalive"],
+    )
+    ids = itertools.count(1000)
+    pool.create_connection = lambda origin: StubConnection(next(ids), origin)  # type: ignore[method-assign]
+    pool._connections = [StubConnection(**c) for c in state["connections"]]
+    by_id = {c.id: c for c in pool._connections}
+    pool._requests = [StubRequest(o, by_id.get(on)) for o, on in state["requests"]]
+    return pool
+
+
+def _outcome(pool: Any, closing: list[Any]) -> tuple[list[int], list[int], list[int | None]]:
+    return (
+        [c.id for c in pool._connections],
+        [c.id for c in closing],
+        [r.connection.id if r.connection else None for r in pool._requests],
+    )
+
+
+_origins = st.sampled_from(["https://discord.com", "https://chat.example"])
+_pool_states = st.fixed_dictionaries(
+    {
+        "max_connections": st.integers(1, 20),
+        "max_keepalive": st.integers(0, 20),
+        "connections": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "origin": _origins,
+                    "closed": st.booleans(),
+                    "expired": st.booleans(),
+                    "idle": st.booleans(),
+                    "available": st.booleans(),
+                }
+            ),
+            max_size=20,
+        ).map(lambda cs: [{"id": i, **c} for i, c in enumerate(cs)]),
+        "requests": st.lists(st.tuples(_origins, st.none() | st.integers(0, 25)), max_size=10),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pool_states)
+def test_the_linear_pool_decides_as_httpcore_does(state: dict[str, Any]) -> None:
+    """Same connections kept, closed and handed to queued requests, in the same order, as
+    httpcore's own (quadratic) bookkeeping, for any pool state."""
+    stock, linear = _stub_pool(httpcore.AsyncConnectionPool, state), _stub_pool(LinearPool, state)
+    stock_closing: Callable[[], list[Any]] = stock._assign_requests_to_connections
+    assert _outcome(linear, linear._assign_requests_to_connections()) == _outcome(
+        stock, stock_closing()
+    )
 
 
 @pytest.mark.parametrize("recent", [0.0, 60.0])

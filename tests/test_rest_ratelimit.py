@@ -294,15 +294,19 @@ def test_a_slot_frees_as_its_own_round_trip_allows_and_a_global_429_widens_it_fo
     assert window.delay(13.1) == 0
 
 
-def test_slots_that_free_within_10_ms_of_the_next_one_go_together() -> None:
+@pytest.mark.parametrize(("apart", "first_goes_at"), [(0.02, 1.035), (0.03, 1.015)])
+def test_slots_that_free_within_25_ms_of_the_next_one_go_together(
+    apart: float, first_goes_at: float
+) -> None:
     window = GlobalWindow(limit=2, period=1.0)
     first, second = window.start(0.0), window.start(0.0)
-    window.finish(first, 0.05)
-    window.finish(second, 0.058)  # frees 8 ms after the first
-    assert window.delay(0.1) == pytest.approx(0.923)  # both at 1.023, not one at 1.015
-    window.finish(window.start(1.023), 1.073)
-    window.start(1.023)
-    assert window.delay(1.1) == pytest.approx(0.938)  # the second in flight: one at 2.038
+    window.finish(first, 0.05)  # frees at 1.015
+    window.finish(second, 0.05 + apart)  # frees ``apart`` later
+    assert window.delay(0.1) == pytest.approx(first_goes_at - 0.1)
+    window.finish(window.start(first_goes_at), first_goes_at + 0.05)
+    window.start(first_goes_at)
+    # one slot held by an answered request, one in flight: no waiting for the one in flight
+    assert window.delay(first_goes_at) == pytest.approx(1.015)
 
 
 def test_a_failed_request_holds_its_slot_for_the_whole_time_it_took() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
@@ -283,6 +284,59 @@ async def test_the_global_window_follows_a_queue_at_discord(
     for i, t in enumerate(arrivals):
         assert sum(1 for u in arrivals[i:] if u < t + 1.0) <= 50
     assert arrivals[-1] - arrivals[0] < 2.6  # slots held for the first burst's spread: 3.5 s
+
+
+async def test_a_request_that_waited_out_its_window_for_a_global_slot_resets_its_bucket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Reserved in one 5 s window of a channel, sent in the next after waiting for a global
+    slot: its answer describes the new window, so the requests behind it use all of it
+    (counting the stale reservation against the new window made the last one wait ~5 s)."""
+    windows: dict[str, tuple[float, int]] = {}
+    messages: list[float] = []
+    too_many = 0
+
+    async def discord(request: httpx.Request) -> httpx.Response:
+        nonlocal too_many
+        now, path = trio.current_time(), request.url.path
+        await trio.sleep(0.01)
+        if not path.endswith("/messages"):
+            return httpx.Response(204)
+        start, count = windows.get(path, (-math.inf, 0))
+        if now >= start + 5.0:
+            start, count = now, 0
+        if count >= 5:
+            too_many += 1
+            body = {"message": "slow down", "retry_after": start + 5.0 - now, "global": False}
+            return httpx.Response(429, json=body)
+        windows[path] = (start, count + 1)
+        messages.append(now)
+        headers = {
+            "x-ratelimit-limit": "5",
+            "x-ratelimit-remaining": str(4 - count),
+            "x-ratelimit-reset-after": f"{start + 5.0 - now:.3f}",
+            "x-ratelimit-bucket": "messages",
+        }
+        return httpx.Response(200, json={"id": "1"}, headers=headers)
+
+    async def five_messages() -> None:
+        for index in range(5):
+            await rest.send_message("1", content=f"reply {index}")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(discord)) as http:
+        rest = DiscordRest(http, base_url=BASE, token="tok")
+        with trio.fail_after(30):
+            await rest.send_message("1", content="greeting")  # the window [0, 5): 4 left
+            await trio.sleep(4.5)
+            async with trio.open_nursery() as nursery:
+                for channel in range(50):  # every global slot, until ~5.5
+                    nursery.start_soon(rest.trigger_typing, str(100 + channel))
+                await trio.sleep(0.1)
+                nursery.start_soon(five_messages)  # the first reserved at 4.6, sent at ~5.5
+    assert too_many == 0
+    assert len(messages) == 6
+    assert messages[1] >= 5.0  # it did wait out the first window
+    assert messages[-1] - messages[1] < 1.0  # all five in the second window, not a third
 
 
 async def test_create_dm_is_cached(

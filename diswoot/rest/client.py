@@ -4,7 +4,9 @@ Rate limiting (discord-api.md §5.2): each request first reserves a slot in its 
 bucket through a ``trio.Lock``; a request whose bucket state is unknown goes alone and holds the
 bucket until its response), then a slot in the proactive global window (50/s, held from the
 send for a second plus a margin learned from the round trips; skipped by interaction callbacks
-and webhook-token routes). All waits use trio's clock.
+and webhook-token routes). An answer lowers a bucket's known state, never raises it within a
+window, unless it is a probe's or the request was sent after that window ended (see
+:attr:`_Ticket.describes_current_window`). All waits use trio's clock.
 """
 
 from __future__ import annotations
@@ -68,6 +70,15 @@ class _Ticket:
     bucket: BucketState
     probe: bool
     lock: trio.Lock | None  # held until the response when probing
+    sent_at: float = math.inf
+
+    @property
+    def describes_current_window(self) -> bool:
+        """Its answer tells the bucket's state now: a probe's does, and so does that of a
+        request sent after the window the bucket knows of had ended (reserved before, it then
+        waited for a global slot): it reached Discord in a later window, and no answer to an
+        earlier-sent request has moved the bucket on since."""
+        return self.probe or self.sent_at >= self.bucket.reset_at
 
 
 class _Gate:
@@ -155,6 +166,7 @@ class _Gate:
         try:
             if route.global_limited:
                 global_slot = await self._pass_global()
+            ticket.sent_at = trio.current_time()
             yield slot
         finally:
             if global_slot is not None:
@@ -173,7 +185,7 @@ class _Gate:
         info = RateLimitHeaders.parse(response.headers)
         self._map.learn(route, info.bucket)
         target, _ = self._bucket(self._map.key_for(route))
-        probe = ticket.probe
+        probe = ticket.describes_current_window
         if target is not ticket.bucket:  # hash discovered: account on the real bucket
             ticket.bucket.abandon()
             target.in_flight += 1

@@ -70,7 +70,7 @@ class _Ticket:
     bucket: BucketState
     probe: bool
     lock: trio.Lock | None  # held until the response when probing
-    sent_at: float = math.inf
+    sent_at: float = -math.inf  # until sent: its answer (none) describes nothing
 
     @property
     def describes_current_window(self) -> bool:

@@ -202,6 +202,8 @@ def test_a_resume_url_that_is_not_a_websocket_url_is_dropped() -> None:
         ("INTERACTION_CREATE", {"id": "5", "type": 2}, "field 'token' must be a URL-safe string"),
         ("INTERACTION_CREATE", {"id": "5", "type": 3, "token": "t", "user": ["x"]},
          "field 'user' must be an object"),
+        ("INTERACTION_CREATE", {"id": "5", "type": 1},
+         "type is PING, which the gateway never sends"),
     ],
 )
 def test_a_malformed_dispatch_is_rejected_and_acknowledged(t: str, d: Any, detail: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diswoot.webhook.interaction_body import check_interaction
+from diswoot.webhook.interaction_body import PING, check_interaction
 from diswoot.webhook.untrusted import FieldError
 
 from .shapes import (
@@ -316,8 +316,10 @@ def parse_dispatch(name: str, d: Any, own_user_id: str | None) -> GatewayEvent |
         return TypingStart(channel_id=channel_id, user_id=user_id, timestamp=timestamp)
     if name == "INTERACTION_CREATE":
         try:  # the same fields an HTTP interaction must have
-            check_interaction(d)
+            kind = check_interaction(d)
         except FieldError as exc:
             raise MalformedEvent(str(exc)) from None
+        if kind == PING:  # only ever sent to an HTTP endpoint, and it carries no id or token
+            raise MalformedEvent("type is PING, which the gateway never sends")
         return InteractionCreate(d)
     return None

@@ -27,7 +27,8 @@ from test_webhook_endpoint import USER, reply_body, signed, stored_jobs
 
 from diswoot.store import queries as q
 from diswoot.testing.harness import World, bridge_world
-from diswoot.webhook.untrusted import MAX_DEPTH, BodyError, parse_json
+from diswoot.webhook.interaction_body import check_interaction
+from diswoot.webhook.untrusted import MAX_DEPTH, BodyError, FieldError, parse_json
 
 CEILING = 30
 PATH_TOKEN = "path-token-7f3a9c2e5b1d4f60a8c7e2b9d3f1a6c5"
@@ -408,3 +409,14 @@ async def test_allowing_unauthenticated_webhooks_warns_at_every_start(
             assert warnings() == 1
             await world.restart()
             assert warnings() == 2
+
+
+@pytest.mark.parametrize("value", ["18446744073709551616", "99999999999999999999", "", "1e3", "١٢"])
+def test_an_id_is_a_discord_id_only_if_it_fits_64_bits(value: str) -> None:
+    """The HTTP edge and the gateway share one definition of a Discord id (a fuzz run found
+    2**64 accepted here and refused there)."""
+    body = {"id": value, "type": 2, "token": "t", "user": {"id": "5"}}
+    with pytest.raises(FieldError, match="field 'id'"):
+        check_interaction(body)
+    body["id"] = "18446744073709551615"
+    assert check_interaction(body) == 2

@@ -7,7 +7,7 @@ value may be message content).  Only what diswoot reads is checked; unknown fiel
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_SNOWFLAKE = (1 << 64) - 1
 MAX_SNOWFLAKE_DIGITS = 20
@@ -17,7 +17,7 @@ class MalformedEvent(ValueError):
     """A dispatch whose shape diswoot cannot use; ``str()`` names the field, not the value."""
 
 
-def is_snowflake(value: object) -> bool:
+def is_snowflake(value: object) -> TypeGuard[str]:
     """A Discord id as the JSON API sends it: a decimal string of a 64-bit unsigned int."""
     return (
         isinstance(value, str)

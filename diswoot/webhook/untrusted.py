@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
+from diswoot.gateway.shapes import is_snowflake
+
 MAX_DEPTH = 64
 """Deepest nesting of arrays/objects accepted (Chatwoot's bodies nest about 8 levels)."""
 MAX_ID = 2**63 - 1
@@ -21,9 +23,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """In UTF-8 JSON a surrogate can only be written as an escape: without one, no string can
 hold one (the check of every string is skipped)."""
-_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
-
-
 class BodyError(ValueError):
     """The body is not JSON the bridge accepts; the message says why (no content)."""
 
@@ -152,8 +151,8 @@ def objects(value: Any, field: str) -> list[Mapping[str, Any]]:
 
 
 def snowflake(value: Any, field: str) -> str:
-    """A Discord id: a string of digits."""
-    if not isinstance(value, str) or not _SNOWFLAKE.fullmatch(value):
+    """A Discord id: a string of digits that fits in 64 bits (the gateway's own check)."""
+    if not is_snowflake(value):
         raise FieldError(field, "a Discord id (a string of digits)")
     return value
 

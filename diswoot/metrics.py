@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from diswoot.bridge.jobs import QueueCounters
 from diswoot.gateway.events import GatewayStatus
-from diswoot.rest.client import RestStats
+from diswoot.rest.gate import RestStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

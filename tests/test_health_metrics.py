@@ -16,7 +16,7 @@ from diswoot.chatwoot.probe import probe_once
 from diswoot.gateway.events import GatewayStatus
 from diswoot.health import Health
 from diswoot.metrics import CONTENT_TYPE, Metrics
-from diswoot.rest.client import RestStats
+from diswoot.rest.gate import RestStats
 from diswoot.testing.harness import World, bridge_world
 
 UID = "80351110224678912"

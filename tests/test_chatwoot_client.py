@@ -212,6 +212,25 @@ async def test_attachments_upload_as_multipart_with_the_same_bytes(
     assert fake.violations == []
 
 
+async def test_each_upload_names_its_own_boundary_and_json_stays_json(
+    client: ChatwootClient, fake: FakeChatwoot
+) -> None:
+    """Request headers are prepared once per kind; a multipart body's type (its boundary)
+    is never reused for a later request."""
+    with trio.fail_after(10):
+        cid = (await open_conversation(client))["id"]
+        for name in ("a.txt", "b.txt"):
+            await client.create_message(
+                cid, content=name, attachments=[Attachment(name, "text/plain", b"x")]
+            )
+        await client.create_message(cid, content="plain")
+    first, second, plain = fake.requests[-3:]
+    assert first.headers["content-type"] != second.headers["content-type"]
+    assert [f.filename for f in first.files + second.files] == ["a.txt", "b.txt"]
+    assert plain.headers["content-type"] == "application/json"
+    assert fake.violations == []
+
+
 async def test_inbox_profile_and_probe(
     client: ChatwootClient, fake: FakeChatwoot, http: httpx.AsyncClient
 ) -> None:

@@ -258,3 +258,109 @@ async def test_a_request_head_goes_out_in_one_write_with_its_body(nursery: trio.
     assert recorder.writes[0].endswith(b"\r\n\r\n" + b'{"content":"hi\\r\\n\\r\\n"}')
     assert b"\r\nContent-Length: 0\r\n" in recorder.writes[2]  # the head alone, at once
     assert recorder.writes[3].endswith(b"\r\n\r\nraw")
+
+
+class RecordingServer:
+    """HTTP/1.1 on 127.0.0.1 that keeps each request's raw bytes and answers a JSON object
+    (or, with ``answer=False``, never answers)."""
+
+    def __init__(self, *, answer: bool = True) -> None:
+        self.requests: list[bytes] = []
+        self.answer = answer
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        data = await read_head(stream)
+        if data is None:
+            return
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+        self.requests.append(head + b"\r\n\r\n" + body)
+        if not self.answer:
+            await trio.sleep_forever()
+        await stream.send_all(
+            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 10\r\n"
+            b"Connection: close\r\n\r\n{\"id\": 42}"
+        )
+
+    async def url(self, nursery: trio.Nursery) -> str:
+        listeners = await nursery.start(partial(trio.serve_tcp, self.handle, 0, host="127.0.0.1"))
+        return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("routing", ["_transport_for_url", "_not_in_this_httpx"])
+async def test_send_puts_the_same_request_on_the_wire_as_the_client(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, routing: str
+) -> None:
+    """``send`` skips the client's layers, not its bytes: request line, headers (the client's
+    defaults under ours, in order) and body are what ``client.request`` sends, and the answer
+    is read in full and knows its request; also through the client's own ``send`` (an httpx
+    without the transport lookup)."""
+    monkeypatch.setattr(http_pool, "_TRANSPORT_FOR_URL", routing)
+    server = RecordingServer()
+    base = await server.url(nursery)
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        extra = {"Authorization": "Bot t", "User-Agent": "DiscordBot (x, 1)"}
+        headers = http_pool.upstream_headers(client, extra)
+        for kwargs in ({"json": {"content": "hé"}}, {"content": b"raw"}, {}):
+            ours = await http_pool.send(
+                client, "POST", f"{base}/a/b", params={"q": "1 2"}, headers=headers,
+                timeout=client.timeout, **kwargs,
+            )
+            theirs = await client.request(
+                "POST", f"{base}/a/b", params={"q": "1 2"}, headers=extra, **kwargs
+            )
+            assert server.requests[-2] == server.requests[-1]
+            assert (ours.status_code, ours.json(), ours.request.url) == (
+                theirs.status_code, theirs.json(), theirs.request.url
+            )
+    assert server.requests[0].startswith(b"POST /a/b?q=1+2 HTTP/1.1\r\n")
+    assert b"\r\nUser-Agent: DiscordBot (x, 1)\r\n" in server.requests[0]
+    assert b"python-httpx" not in server.requests[0]
+
+
+async def test_send_keeps_the_timeout_it_is_given(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A server that never answers: the request fails with httpx's timeout, which knows the
+    request, after the read timeout given (not the client's)."""
+    base = await RecordingServer(answer=False).url(nursery)
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        start = trio.current_time()
+        with pytest.raises(httpx.ReadTimeout) as raised:
+            await http_pool.send(
+                client, "GET", f"{base}/slow", headers=client.headers,
+                timeout=httpx.Timeout(7.0, connect=1.0),
+            )
+    assert 7.0 <= trio.current_time() - start < 8.0
+    assert raised.value.request.url.path == "/slow"
+
+
+async def test_send_goes_through_a_proxy_from_the_environment(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` is honoured as httpx honours it: the request goes to the proxy."""
+    proxy = RecordingServer()
+    monkeypatch.setenv("HTTP_PROXY", await proxy.url(nursery))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with http_client(2) as client:
+        response = await http_pool.send(
+            client, "GET", "http://chatwoot.invalid/api", headers=client.headers,
+            timeout=client.timeout,
+        )
+    assert response.json() == {"id": 42}
+    assert proxy.requests[0].startswith(b"GET http://chatwoot.invalid/api HTTP/1.1\r\n")
+
+
+async def test_send_refuses_a_closed_client() -> None:
+    client = httpx.AsyncClient()
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await http_pool.send(
+            client, "GET", "http://127.0.0.1:9/", headers=client.headers, timeout=client.timeout
+        )

@@ -31,6 +31,7 @@ from diswoot.chatwoot.errors import (
 )
 from diswoot.chatwoot.models import Attachment, Contact, InboxConfig
 from diswoot.chatwoot.throttle import FixedWindowThrottle
+from diswoot.http_pool import send, upstream_headers
 
 SEARCH_PAGE_SIZE = 15
 """Chatwoot's ``/contacts/search`` page size (used when an old server omits ``has_more``)."""
@@ -55,7 +56,8 @@ class ChatwootClient:
         self.account_id = account_id
         self.inbox_id = inbox_id
         self._token = api_token
-        self._timeout = timeout
+        self._timeout = httpx.Timeout(timeout)
+        self._headers: dict[bool, httpx.Headers] = {}  # by public
         self.calls: Counter[str] = Counter()
         self.throttle = FixedWindowThrottle()
 
@@ -315,6 +317,21 @@ class ChatwootClient:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _headers_for(self, public: bool, content_type: str | None) -> httpx.Headers:
+        """A request's headers: JSON answers, the token unless ``public``, the body's type
+        (a multipart one names its own boundary, so only the two kinds without one are kept)."""
+        headers = None if content_type is not None else self._headers.get(public)
+        if headers is None:
+            extra = {"Accept": "application/json"}
+            if not public:
+                extra["api_access_token"] = self._token
+            if content_type is not None:
+                extra["Content-Type"] = content_type
+            headers = upstream_headers(self._http, extra)
+            if content_type is None:
+                self._headers[public] = headers
+        return headers
+
     async def _call(
         self,
         method: str,
@@ -331,15 +348,12 @@ class ChatwootClient:
         key = f"{method} {route}"
         self.calls[key] += 1
         url = self._base + ("" if absolute else self._account) + _fill(route, path_args)
-        headers = {"Accept": "application/json"}
-        if not public:
-            headers["api_access_token"] = self._token
-        if content_type is not None:
-            headers["Content-Type"] = content_type
+        headers = self._headers_for(public, content_type)
         while (wait := self.throttle.delay()) > 0:  # noqa: ASYNC110 - a time, not an event
             await trio.sleep(wait)
         try:
-            response = await self._http.request(
+            response = await send(
+                self._http,
                 method,
                 url,
                 params=params,

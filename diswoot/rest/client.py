@@ -16,6 +16,7 @@ import httpx
 import trio
 
 from diswoot import __version__
+from diswoot.http_pool import send, upstream_headers
 from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
 from diswoot.rest.gate import RateLimitGate, RestStats
 from diswoot.rest.ratelimit import Route
@@ -75,7 +76,9 @@ class DiscordRest:
         self._http = http
         self._base = base_url.rstrip("/")
         agent = f"{USER_AGENT} {user_agent_extra}".strip()
-        self._headers = {"Authorization": f"Bot {token}", "User-Agent": agent}
+        self._headers = upstream_headers(
+            http, {"Authorization": f"Bot {token}", "User-Agent": agent}
+        )
         self._max_retries = max_retries
         self.stats = RestStats()
         self._gate = RateLimitGate(self.stats)
@@ -100,11 +103,13 @@ class DiscordRest:
                 self.stats.requests += 1
                 self.stats.by_route[route.key] += 1
                 try:
-                    slot.response = await self._http.request(
+                    slot.response = await send(
+                        self._http,
                         route.method,
                         self._base + route.path,
                         params=params,
                         headers=self._headers,
+                        timeout=self._http.timeout,
                         **request_kwargs,
                     )
                 except httpx.TransportError as exc:

@@ -5,8 +5,9 @@ against fresh in-process fakes over loopback:
 
 * ``quiet`` - Chatwoot sends no webhook for the DMs it receives.  Steady traffic first (20 DMs/s,
   then 20 replies/s: latency, and the steady RSS peak), then a burst of ``users x messages``
-  DMs, then ``replies`` agent replies (20 webhooks at a time) and 500 replies to 100 users
-  under Discord's enforced limits;
+  DMs, then ``replies`` agent replies (20 webhooks at a time), 500 replies to 100 users
+  under Discord's enforced limits, and the ``replies`` burst again with Chatwoot not echoing
+  the delivery receipts (``out_burst_quiet``: issue 13's shape, one webhook per reply);
 * ``echo`` - production shape: Chatwoot echoes every forwarded DM as a webhook on a connection
   of its own, as a real Chatwoot does; the same burst.
 
@@ -134,6 +135,15 @@ async def quiet_world(args: argparse.Namespace, label: str) -> dict[str, dict[st
             world, conversations, args.limited_replies, args.concurrency, tag="limited",
             enforce_limits=True, receipt_wait=wait * 2,
         )
+        # issue 13's reply figure counts the webhook, the Discord POST and the receipt PATCH:
+        # the same burst without the receipt's message_updated echo
+        _say(label, f"outbound burst, receipts not echoed: {args.replies} replies")
+        world.chatwoot.echo_receipts = False
+        results["out_burst_quiet"] = await scenarios.outbound(
+            world, conversations, args.replies, args.concurrency, tag="quiet",
+            enforce_limits=True, receipt_wait=wait * 2,
+        )
+        world.chatwoot.echo_receipts = True
         _, final_peak = memory_kib(world.pid)
     results["process"] = {
         "idle_rss_mb": round(idle_rss / 1024, 1),

@@ -292,6 +292,25 @@ async def test_delete_and_status_updates_fire_message_updated(
     assert fake.attachment_blobs == {}
 
 
+async def test_status_updates_can_go_unannounced(
+    nursery: trio.Nursery, receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    """``echo_receipts = False`` (the benchmark's reply scenario of issue 13's shape): the
+    status changes, no webhook says so; a delete still does."""
+    fake = await start(nursery, webhook_urls=[receiver.url])
+    fake.echo_receipts = False
+    client = client_for(http, fake)
+    with trio.fail_after(10):
+        cid = await new_conversation(client)
+        reply = await fake.agent_reply(cid, "hi")
+        await client.update_message_status(cid, reply["id"], "delivered")
+        await fake.delete_message(cid, reply["id"])
+        await fake.wait_webhooks_delivered()
+    assert fake.messages[reply["id"]]["status"] == "delivered"
+    updates = [e for e in fake.delivered_events("message_updated") if e["id"] == reply["id"]]
+    assert [u["content_attributes"] for u in updates] == [{"deleted": True}]
+
+
 async def test_attachment_urls_redirect_to_the_bytes(
     nursery: trio.Nursery, http: httpx.AsyncClient
 ) -> None:

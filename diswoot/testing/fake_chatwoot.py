@@ -201,6 +201,7 @@ class FakeChatwoot:
         self.webhook_secret = webhook_secret
         self.latency = latency
         self.echo_incoming = True  # False: no webhook for incoming messages (benchmarks)
+        self.echo_receipts = True  # False: a status update through the API fires no webhook
         self.rack_attack_limit = rack_attack_limit  # None: off (Chatwoot's default is 3000)
         self.rack_attack_period = rack_attack_period
         self.throttled: list[float] = []  # when each global 429 was answered (self.clock)
@@ -1189,8 +1190,11 @@ class FakeChatwoot:
         closes = day["close_hour"] * 60 + day["close_minutes"]
         return bool(opens <= minute <= closes)
 
-    def _set_message_status(self, message: Json, status: str, external_error: str | None) -> None:
-        """Messages::StatusUpdateService; a real change fires message_updated."""
+    def _set_message_status(
+        self, message: Json, status: str, external_error: str | None, *, echo: bool = True
+    ) -> None:
+        """Messages::StatusUpdateService; a real change fires message_updated (unless not
+        ``echo``)."""
         if status not in MESSAGE_STATUSES or (
             message["status"] == "read" and status == "delivered"
         ):
@@ -1204,7 +1208,7 @@ class FakeChatwoot:
         message["status"] = status
         message["content_attributes"] = attributes
         message["updated_at"] = self.clock()
-        if message["message_type"] != ACTIVITY:
+        if echo and message["message_type"] != ACTIVITY:
             self._emit(self._message_webhook(message, "message_updated"))
 
     def _soft_delete(self, message: Json) -> None:
@@ -1590,7 +1594,10 @@ class FakeChatwoot:
         if self.inbox.get("channel_type") != "Channel::Api":
             return {"error": "Message status update is only allowed for API inboxes"}, 403
         params = self._params()
-        self._set_message_status(message, str(params.get("status")), params.get("external_error"))
+        self._set_message_status(
+            message, str(params.get("status")), params.get("external_error"),
+            echo=self.echo_receipts,
+        )
         return self._message_rest(message)
 
     async def _destroy_message(self, account_id: int, cid: int, mid: int) -> Any:

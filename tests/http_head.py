@@ -15,3 +15,22 @@ async def read_head(stream: trio.abc.ReceiveStream) -> bytes | None:
             return None
         data += chunk
     return data
+
+
+def content_length(head: bytes) -> int:
+    """The head's ``Content-Length`` (0 without one)."""
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+async def read_body(
+    stream: trio.abc.ReceiveStream, head: bytes, received: bytes
+) -> tuple[bytes, bytes]:
+    """The body ``head`` announces, ``received`` (the bytes after the head) completed from
+    ``stream``; and the bytes after that body (a kept-alive peer's next request)."""
+    length = content_length(head)
+    while len(received) < length:
+        received += await stream.receive_some(65536)
+    return received[:length], received[length:]

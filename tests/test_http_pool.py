@@ -13,7 +13,7 @@ import httpcore
 import httpx
 import pytest
 import trio
-from http_head import read_head
+from http_head import read_body, read_head
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -197,13 +197,7 @@ class KeepAliveServer:
                     return
                 data += chunk
             head, _, data = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.lower().split(b"\r\n"):
-                if line.startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            while len(data) < length:
-                data += await stream.receive_some(65536)
-            data = data[length:]
+            _, data = await read_body(stream, head, data)
             await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
@@ -272,13 +266,8 @@ class RecordingServer:
         data = await read_head(stream)
         if data is None:
             return
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.lower().split(b"\r\n"):
-            if line.startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        while len(body) < length:
-            body += await stream.receive_some(65536)
+        head, _, received = data.partition(b"\r\n\r\n")
+        body, _ = await read_body(stream, head, received)
         self.requests.append(head + b"\r\n\r\n" + body)
         if not self.answer:
             await trio.sleep_forever()

@@ -13,7 +13,9 @@ batch, or are written by themselves at most ``DEFER_SECONDS`` later, and at clos
 
 Durability: WAL with ``synchronous=NORMAL`` survives a crash or SIGKILL of the daemon (every
 committed transaction is in the WAL); after a power loss the last few commits may be lost, which
-the gateway backfill and the Chatwoot reconciliation sweep recover.
+the gateway backfill and the Chatwoot reconciliation sweep recover.  The log is copied into
+the database file beside the store, never inside one of its commits
+(:mod:`diswoot.store.checkpoint`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, TypeVar, cast
 import outcome
 import trio
 
+from diswoot.store.checkpoint import CheckpointStats, checkpoint_wal, no_automatic_checkpoints
 from diswoot.store.models import Conversation, User
 from diswoot.store.queries.tx import bare_steps
 from diswoot.store.routing import (
@@ -187,6 +190,7 @@ class Store:
         self.routing = RoutingState()
         self.path = path
         self.batches = 0  # hand-overs so far (observability, benchmark)
+        self.checkpoints = CheckpointStats()
         self._deferred: list[_Call] = []
         self._deferred_added = trio.Event()
 
@@ -348,6 +352,14 @@ async def open_store(path: str | Path) -> AsyncIterator[Store]:
         store.routing.apply(await trio.to_thread.run_sync(load_recent, db))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store.write_deferred)
+            if spath != ":memory:":  # an in-memory database has no write-ahead log
+                await trio.to_thread.run_sync(no_automatic_checkpoints, db)
+                nursery.start_soon(
+                    partial(
+                        checkpoint_wal, spath, lambda: store.batches, store.checkpoints,
+                        factory=CONNECTION_FACTORY,
+                    )
+                )
             try:
                 yield store
             finally:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
-from diswoot.store import Store, open_store
+from diswoot.store import Store, checkpoint, open_store
 from diswoot.store import queries as q
 from diswoot.store.checkpoint import CHECKPOINT_SECONDS
 
@@ -44,13 +46,17 @@ async def test_commits_never_checkpoint_the_log(
         assert await trio.to_thread.run_sync(log_frames, path) >= PAGES_WRITTEN
 
 
-async def until(done: Callable[[], bool]) -> None:
-    """Let the loop (and the checkpointer's worker thread) run until ``done()``."""
-    for _ in range(1_000_000):
-        if done():
-            return
-        await trio.lowlevel.checkpoint()
-    raise AssertionError("the checkpointer did not run")
+async def periods_until(
+    clock: trio.testing.MockClock, done: Callable[[], bool], *, periods: int = 200
+) -> None:
+    """Let checkpoint periods pass (and the checkpointer's worker thread run) until ``done()``."""
+    for _ in range(periods):
+        clock.jump(CHECKPOINT_SECONDS)
+        for _ in range(1_000):
+            if done():
+                return
+            await trio.lowlevel.checkpoint()
+    raise AssertionError("the checkpointer did not get there")
 
 
 async def test_the_checkpointer_copies_the_log_and_it_starts_again(
@@ -60,17 +66,13 @@ async def test_the_checkpointer_copies_the_log_and_it_starts_again(
     async with open_store(path) as store:
         stats = store.checkpoints
         await write_pages(store, PAGES_WRITTEN)
-        mock_clock.jump(CHECKPOINT_SECONDS)
-        await until(lambda: stats.runs == 1)
+        await periods_until(mock_clock, lambda: stats.runs == 1)
         assert stats.copied_frames == stats.log_frames >= PAGES_WRITTEN
         await store.call(q.set_value, "after", 1)  # the next commit writes from the start
         assert await trio.to_thread.run_sync(log_frames, path) < 10
-        mock_clock.jump(CHECKPOINT_SECONDS)
-        await until(lambda: stats.runs == 2)  # one checkpoint for that commit
-        mock_clock.jump(CHECKPOINT_SECONDS)  # nothing committed since: nothing to do
-        for _ in range(1_000):
-            await trio.lowlevel.checkpoint()
-        assert stats.runs == 2
+        await periods_until(mock_clock, lambda: stats.runs == 2)  # one checkpoint for it
+        with pytest.raises(AssertionError):  # nothing committed since: nothing to do
+            await periods_until(mock_clock, lambda: stats.runs > 2, periods=5)
         assert await store.call(q.get_value, "k0") == "x" * 6000
 
 
@@ -82,3 +84,33 @@ async def test_an_in_memory_database_has_no_checkpointer(
         await trio.sleep(2 * CHECKPOINT_SECONDS)
         assert store.checkpoints.runs == 0
         assert await store.call(q.get_value, "k") == 1
+
+
+async def test_a_failing_checkpoint_is_logged_once_and_retried(
+    tmp_path: Path, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures = [sqlite3.OperationalError("disk I/O error")] * 3
+    real = checkpoint._checkpoint
+
+    def flaky(db: sqlite3.Connection) -> tuple[int, int, int]:
+        if failures:
+            raise failures.pop()
+        return real(db)
+
+    monkeypatch.setattr(checkpoint, "_checkpoint", flaky)
+    caplog.set_level(logging.INFO, logger="diswoot.store")
+    async with open_store(tmp_path / "t.db") as store:
+        stats = store.checkpoints
+        for left in (2, 1, 0):  # three periods with a commit each, three failures
+            await store.call(q.set_value, "k", left)
+            await periods_until(mock_clock, lambda left=left: len(failures) == left)  # type: ignore[misc]
+        assert stats.failing and stats.runs == 0
+        await store.call(q.set_value, "k", "last")
+        await periods_until(mock_clock, lambda: stats.runs == 1)
+        assert not stats.failing
+    messages = [r.getMessage() for r in caplog.records if r.name == "diswoot.store"]
+    assert [m for m in messages if "checkpoint" in m] == [
+        "WAL checkpoint failed (retrying every 1s): disk I/O error",
+        "WAL checkpoints work again",
+    ]

@@ -33,6 +33,7 @@ class CheckpointStats:
     runs: int = 0
     log_frames: int = 0  # frames in the log at the last checkpoint
     copied_frames: int = 0  # of those, copied into the database file
+    failing: bool = False  # the last attempt failed (logged once until one works again)
 
 
 def no_automatic_checkpoints(db: sqlite3.Connection) -> None:
@@ -53,14 +54,15 @@ async def checkpoint_wal(
     factory: type[sqlite3.Connection] = sqlite3.Connection,
     period: float = CHECKPOINT_SECONDS,
 ) -> None:
-    """Until cancelled: every ``period`` seconds in which ``commits()`` changed, checkpoint
-    the log of the database at ``path`` through a connection of its own, in a worker thread."""
+    """Until cancelled: after the first ``period`` and after every later one in which
+    ``commits()`` changed, checkpoint the log of the database at ``path`` through a connection
+    of its own, in a worker thread."""
     db = await trio.to_thread.run_sync(
         partial(sqlite3.connect, path, check_same_thread=False, isolation_level=None,
                 factory=factory)
     )
     try:
-        seen = commits()
+        seen: int | None = None  # the first period checkpoints whatever the log holds
         while True:
             await trio.sleep(period)
             now = commits()
@@ -70,8 +72,13 @@ async def checkpoint_wal(
             try:
                 busy, frames, copied = await trio.to_thread.run_sync(_checkpoint, db)
             except sqlite3.Error as exc:  # e.g. the disk is full: the next period tries again
-                log.warning("WAL checkpoint failed: %s", exc)
+                if not stats.failing:
+                    log.warning("WAL checkpoint failed (retrying every %gs): %s", period, exc)
+                stats.failing = True
                 continue
+            if stats.failing:
+                log.info("WAL checkpoints work again")
+                stats.failing = False
             stats.runs += 1
             stats.log_frames, stats.copied_frames = frames, copied
             if busy:

@@ -75,6 +75,7 @@ async def checkpoint_wal(
                 if not stats.failing:
                     log.warning("WAL checkpoint failed (retrying every %gs): %s", period, exc)
                 stats.failing = True
+                seen = None  # retry next period, commits or not
                 continue
             if stats.failing:
                 log.info("WAL checkpoints work again")

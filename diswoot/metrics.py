@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from diswoot.bridge.jobs import QueueCounters
 from diswoot.gateway.events import GatewayStatus
 from diswoot.rest.gate import RestStats
+from diswoot.store.checkpoint import CheckpointStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -123,6 +124,7 @@ class Metrics:
         rest: RestStats,
         queues: Sequence[ObservedQueue],
         store_batches: Callable[[], int] = lambda: 0,
+        checkpoints: CheckpointStats | None = None,
     ) -> None:
         """Export the gateway's, the Discord client's, the queues' and the store's counters."""
 
@@ -168,6 +170,15 @@ class Metrics:
         self.counter_from("diswoot_store_batches_total",
                           "Store hand-overs to the worker thread (one transaction each)", [],
                           one(store_batches))
+        wal = CheckpointStats() if checkpoints is None else checkpoints
+        self.counter_from("diswoot_store_checkpoints_total",
+                          "WAL checkpoints run beside the store", [], one(lambda: wal.runs))
+        self.gauge_from("diswoot_store_wal_frames",
+                        "Frames in the write-ahead log at the last checkpoint", [],
+                        one(lambda: wal.log_frames))
+        self.gauge_from("diswoot_store_checkpoint_failing",
+                        "1 while WAL checkpoints fail (the log grows until one works)", [],
+                        one(lambda: wal.failing))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

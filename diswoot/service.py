@@ -184,7 +184,7 @@ async def _run_services(
     ctx.health.queue_depths = lambda: _queue_depths(ctx, queues)
     ctx.metrics.observe(
         gateway=ctx.gateway, rest=ctx.discord.stats, queues=queues,
-        store_batches=lambda: ctx.store.batches,
+        store_batches=lambda: ctx.store.batches, checkpoints=ctx.store.checkpoints,
     )
 
     await _check_chatwoot_credentials(ctx)

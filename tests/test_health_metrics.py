@@ -17,6 +17,7 @@ from diswoot.gateway.events import GatewayStatus
 from diswoot.health import Health
 from diswoot.metrics import CONTENT_TYPE, Metrics
 from diswoot.rest.gate import RestStats
+from diswoot.store.checkpoint import CheckpointStats
 from diswoot.testing.harness import World, bridge_world
 
 UID = "80351110224678912"
@@ -81,9 +82,13 @@ def test_metrics_read_live_counters_at_scrape_time() -> None:
     metrics = Metrics()
     gateway, rest = GatewayStatus(), RestStats()
     inbound, outbound = CountedQueue("inbound"), CountedQueue("outbound")
-    metrics.observe(gateway=gateway, rest=rest, queues=[inbound, outbound])
+    checkpoints = CheckpointStats()
+    metrics.observe(
+        gateway=gateway, rest=rest, queues=[inbound, outbound], checkpoints=checkpoints
+    )
     before = samples(metrics.render().decode())
     assert before[("diswoot_gateway_reconnects_total", ())] == 0
+    assert before[("diswoot_store_checkpoint_failing", ())] == 0
     assert before[("diswoot_queue_depth", (("queue", "inbound"),))] == 0
 
     gateway.state, gateway.connects, gateway.reconnects, gateway.resumes = "ready", 3, 2, 1
@@ -93,7 +98,11 @@ def test_metrics_read_live_counters_at_scrape_time() -> None:
     outbound.counters.retries = 3
     outbound.counters.dead = 1
     outbound.counters.failures_by_kind.update(transient=3, permanent=1)
+    checkpoints.runs, checkpoints.log_frames, checkpoints.failing = 7, 120, True
     after = samples(metrics.render().decode())
+    assert after[("diswoot_store_checkpoints_total", ())] == 7
+    assert after[("diswoot_store_wal_frames", ())] == 120
+    assert after[("diswoot_store_checkpoint_failing", ())] == 1
     assert after[("diswoot_gateway_ready", ())] == 1
     assert after[("diswoot_gateway_connects_total", ())] == 3
     assert after[("diswoot_gateway_reconnects_total", ())] == 2

@@ -318,19 +318,21 @@ class ChatwootClient:
     # ------------------------------------------------------------------ plumbing
 
     def _headers_for(self, public: bool, content_type: str | None) -> httpx.Headers:
-        """A request's headers: JSON answers, the token unless ``public``, the body's type
-        (a multipart one names its own boundary, so only the two kinds without one are kept)."""
-        headers = None if content_type is not None else self._headers.get(public)
-        if headers is None:
-            extra = {"Accept": "application/json"}
-            if not public:
-                extra["api_access_token"] = self._token
-            if content_type is not None:
-                extra["Content-Type"] = content_type
-            headers = upstream_headers(self._http, extra)
-            if content_type is None:
-                self._headers[public] = headers
-        return headers
+        """A request's headers: JSON answers, the token unless ``public``, the body's type.
+        The two sets without a body type are built once; a multipart type names its own
+        boundary, so it is built each time."""
+        if content_type is None:
+            cached = self._headers.get(public)
+            if cached is None:
+                cached = self._headers[public] = self._build_headers(public, {})
+            return cached
+        return self._build_headers(public, {"Content-Type": content_type})
+
+    def _build_headers(self, public: bool, extra: dict[str, str]) -> httpx.Headers:
+        extra["Accept"] = "application/json"
+        if not public:
+            extra["api_access_token"] = self._token
+        return upstream_headers(self._http, extra)
 
     async def _call(
         self,

@@ -13,7 +13,6 @@ retry policy.
 from __future__ import annotations
 
 import json
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -30,6 +29,7 @@ from diswoot.chatwoot.errors import (
     ChatwootUnprocessable,
 )
 from diswoot.chatwoot.models import Attachment, Contact, InboxConfig
+from diswoot.chatwoot.multipart import form_value, multipart_body
 from diswoot.chatwoot.throttle import FixedWindowThrottle
 from diswoot.http_pool import send, upstream_headers
 
@@ -194,8 +194,8 @@ class ChatwootClient:
         if not attachments:
             data = await self._call("POST", route, conversation_id, json_body=fields)
         else:
-            form = {k: _form_value(v) for k, v in fields.items()}
-            content_type, body = _multipart(form, attachments)
+            form = {k: form_value(v) for k, v in fields.items()}
+            content_type, body = multipart_body(form, attachments)
             data = await self._call(
                 "POST", route, conversation_id, content=body, content_type=content_type
             )
@@ -456,59 +456,6 @@ def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ChatwootUnavailable(f"unexpected Chatwoot response: {str(data)[:200]}")
     return data
-
-
-def _form_value(value: Any) -> str:
-    """A multipart text field as Rails reads it (JSON for objects, true/false for bools)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
-def _quote(name: str) -> str:
-    """A Content-Disposition parameter value, escaped like browsers do."""
-    return name.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _multipart(
-    fields: Mapping[str, str], attachments: Sequence[Attachment]
-) -> tuple[str, AsyncIterator[bytes] | bytes]:
-    """A multipart/form-data body; streamed when any attachment is an async byte stream."""
-    boundary = secrets.token_hex(16)
-    head = bytearray()
-    for name, value in fields.items():
-        head += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        head += value.encode() + b"\r\n"
-    parts: list[tuple[bytes, bytes | AsyncIterator[bytes]]] = []
-    for attachment in attachments:
-        part_head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="attachments[]"; '
-            f'filename="{_quote(attachment.filename)}"\r\n'
-            f"Content-Type: {attachment.content_type}\r\n\r\n"
-        ).encode()
-        data = attachment.data
-        parts.append((part_head, data if isinstance(data, bytes) else aiter(data)))
-    tail = f"--{boundary}--\r\n".encode()
-    content_type = f"multipart/form-data; boundary={boundary}"
-    if all(isinstance(data, bytes) for _, data in parts):
-        body = bytes(head) + b"".join(h + d + b"\r\n" for h, d in parts if isinstance(d, bytes))
-        return content_type, body + tail
-
-    async def stream() -> AsyncIterator[bytes]:
-        yield bytes(head)
-        for part_head, data in parts:
-            yield part_head
-            if isinstance(data, bytes):
-                yield data
-            else:
-                async for chunk in data:
-                    yield chunk
-            yield b"\r\n"
-        yield tail
-
-    return content_type, stream()
 
 
 __all__ = [

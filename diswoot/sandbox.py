@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import trio
 
-from diswoot.bridge.tickets import contact_identifier
+from diswoot.bridge.contacts import contact_identifier
 from diswoot.logs import setup_logging
 from diswoot.testing.harness import World, bridge_world
 from diswoot.testing.openapi import tolerate_missing_jsonschema

@@ -8,13 +8,13 @@ come newest first, so each is reversed and the next ``after`` is the page's high
 the user's own messages are handled oldest first:
 
 - newer than the newest message the daemon stored for the user (``users.last_message_id``):
-  a DM goes through the normal inbound path (:meth:`InboundBridge.accept_message`), a text
+  a DM goes through the normal inbound path (:meth:`DmIntake.accept_message`), a text
   command (``!close``) is queued in the user's inbound lane
-  (:meth:`InboundBridge.accept_command`), so it runs in order with those DMs - after the ones
+  (:meth:`DmIntake.accept_command`), so it runs in order with those DMs - after the ones
   sent before it, before the ones sent after it - waits for an unreachable Chatwoot as they
   do, and its answer says when it was sent;
 - already stored and edited since (``edited_timestamp``): the edit goes through the path of a
-  live MESSAGE_UPDATE (:meth:`InboundBridge.accept_edit`), a private note on the forwarded DM.
+  live MESSAGE_UPDATE (:meth:`DmIntake.accept_edit`), a private note on the forwarded DM.
 
 Everything is keyed as live events are - a DM or a command by its message id (done jobs are
 kept for twice the look-back at least, :mod:`diswoot.bridge.retention`, so the jobs table is the
@@ -33,20 +33,18 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from diswoot.bridge.commands import parse_text_command
+from diswoot.bridge.jobs import JobQueue
 from diswoot.context import Context
 from diswoot.gateway.events import CHANNEL_TYPE_DM, MessageCreate, MessageUpdate
 from diswoot.rest.errors import DiscordHTTPError, DiscordUnavailable
 from diswoot.snowflake import history_after
 from diswoot.store import User
 from diswoot.store import queries as q
-
-if TYPE_CHECKING:
-    from diswoot.bridge.inbound import InboundBridge
 
 log = logging.getLogger("diswoot.backfill")
 
@@ -70,10 +68,22 @@ class BackfillResult:
     edits: int = 0
 
 
+class DmIntake(Protocol):
+    """Where recovered messages go: the inbound bridge's live entry points and its queue."""
+
+    queue: JobQueue
+
+    async def accept_message(self, event: MessageCreate) -> bool: ...
+
+    async def accept_command(self, event: MessageCreate, *, run_now: bool) -> bool: ...
+
+    async def accept_edit(self, event: MessageUpdate) -> bool: ...
+
+
 class Backfill:
     """One backfill pass per fresh session; passes never overlap."""
 
-    def __init__(self, ctx: Context, inbound: InboundBridge) -> None:
+    def __init__(self, ctx: Context, inbound: DmIntake) -> None:
         self.ctx = ctx
         self._inbound = inbound
         self._lock = trio.Lock()

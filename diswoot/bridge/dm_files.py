@@ -1,12 +1,12 @@
-"""The files of a user's DM: fresh signed URLs, capped streaming downloads, link notes."""
+"""The files of a user's DM: fresh signed URLs, capped streaming uploads, link notes."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,16 +17,21 @@ from diswoot.bridge.dm_content import dm_attachments
 from diswoot.bridge.downloads import (
     DownloadFailed,
     DownloadStream,
+    DownloadUnavailable,
     TooLarge,
     discord_cdn_policy,
     open_download,
 )
+from diswoot.chatwoot.models import Attachment
 from diswoot.context import Context
 from diswoot.rest.errors import DiscordHTTPError
+from diswoot.tls import client_context
 
 log = logging.getLogger("diswoot.inbound")
 
 MIB = 1024 * 1024
+DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DOWNLOAD_ATTEMPTS = 6  # transient CDN failures before a file is sent as a link instead
 EXPIRED_STATUSES = frozenset({403, 404, 410})  # an expired signed URL, or a deleted file
 
 
@@ -36,6 +41,58 @@ class AttachmentTooLarge(Exception):
     def __init__(self, attachment_id: str) -> None:
         super().__init__(f"attachment {attachment_id} is larger than announced")
         self.attachment_id = attachment_id
+
+
+@asynccontextmanager
+async def dm_uploads(
+    ctx: Context, message: dict[str, Any] | None, *, oversize: set[str], last_try: bool
+) -> AsyncIterator[tuple[list[Attachment], list[str]]]:
+    """The DM's files opened as upload streams, and notes for those sent as links.
+
+    A file is a link instead when it is over ``ATTACHMENT_MAX_MB`` (announced, or in
+    ``oversize``: found larger while an earlier upload ran) or cannot be fetched; a transient
+    CDN failure is raised to retry the job, unless this is its ``last_try`` for downloads.
+    """
+    attachments = dm_attachments(message) if message is not None else []
+    if message is None or not attachments:
+        yield [], []
+        return
+    cap_mb = ctx.cfg.attachment_max_mb
+    parts: list[Attachment] = []
+    notes: list[str] = []
+    async with (
+        httpx.AsyncClient(
+            timeout=DOWNLOAD_TIMEOUT, follow_redirects=True, verify=client_context()
+        ) as http,
+        AsyncExitStack() as stack,
+    ):
+        files = DmFiles(ctx, message, http, stack, cap_mb * MIB)
+        for attachment in attachments:
+            too_large = f"is larger than {cap_mb} MB"
+            why: str | None = None
+            if int(attachment.get("size") or 0) > cap_mb * MIB:
+                why = too_large
+            elif str(attachment.get("id")) in oversize:
+                why = too_large
+            else:
+                try:
+                    stream = await files.open(attachment)
+                except TooLarge:
+                    why = too_large
+                except DownloadFailed as exc:
+                    why = f"could not be downloaded ({exc})"
+                except DownloadUnavailable as exc:
+                    if not last_try:
+                        raise
+                    why = f"could not be downloaded ({exc})"
+            if why is not None:
+                notes.append(link_note(attachment, why, await files.url(attachment)))
+                continue
+            chunks = guarded_chunks(stream, str(attachment.get("id")))
+            stack.push_async_callback(chunks.aclose)  # also when the upload failed
+            name = str(attachment.get("filename") or "file")
+            parts.append(Attachment(name, media_type(attachment, stream), chunks))
+        yield parts, notes
 
 
 class DmFiles:

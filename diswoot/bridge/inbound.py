@@ -13,12 +13,13 @@ different users concurrently.  :meth:`InboundBridge.handle` then delivers it:
    not dedupe, so the attempt is written down first; a later attempt (after a timeout, a 5xx or
    a crash) first looks for a message with that ``source_id`` in the conversation;
 4. the link (Discord id <-> Chatwoot id), then the confirm reaction - so it means "delivered" -
-   and the greeting (once per user) and out-of-office notices through the outbound queue.
+   and the greeting (once per user) and out-of-office notices (:mod:`diswoot.bridge.notices`).
 
 Attachments are downloaded when the job runs (Discord's signed CDN URLs expire: a 403/404
 re-fetches the message for fresh ones) and streamed straight into the same multipart POST as
 the text, so agents see them inline and nothing is held in memory; a file over
-``ATTACHMENT_MAX_MB`` (or one that cannot be fetched) becomes a link with a note above it.
+``ATTACHMENT_MAX_MB`` (or one that cannot be fetched) becomes a link with a note above it
+(:func:`diswoot.bridge.dm_files.dm_uploads`).
 
 Chatwoot unreachable -> retried until it is back (the user is told once per outage that the
 message is saved); any other 4xx -> dead-lettered with the reason.  Edits and deletions of
@@ -30,43 +31,28 @@ DM is shown to agents (:class:`diswoot.bridge.user_typing.TypingRelay`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import trio
 
-from diswoot.bridge import embeds
+from diswoot.bridge.attempts import JobAttempt
 from diswoot.bridge.backfill import Backfill
-from diswoot.bridge.dm_content import dm_attachments, dm_text
-from diswoot.bridge.dm_files import (
-    MIB,
-    AttachmentTooLarge,
-    DmFiles,
-    guarded_chunks,
-    link_note,
-    media_type,
-)
-from diswoot.bridge.downloads import (
-    DownloadFailed,
-    DownloadUnavailable,
-    TooLarge,
-)
+from diswoot.bridge.dm_content import dm_text
+from diswoot.bridge.dm_files import DOWNLOAD_ATTEMPTS, AttachmentTooLarge, dm_uploads
 from diswoot.bridge.jobs import Finished, JobQueue, PermanentFailure, RetryLater
+from diswoot.bridge.notices import UserNotices
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.tickets import ContactGone, ConversationChoice, Tickets
 from diswoot.bridge.user_typing import TypingRelay
 from diswoot.chatwoot.errors import ChatwootNotFound, ChatwootUnavailable
 from diswoot.chatwoot.hours import WorkingHours
-from diswoot.chatwoot.models import Attachment, InboxConfig
 from diswoot.context import Context
 from diswoot.gateway.events import MessageCreate, MessageDelete, MessageUpdate, TypingStart
 from diswoot.store import Job
 from diswoot.store import queries as q
 from diswoot.store.models import Conversation, User
-from diswoot.tls import client_context
 
 log = logging.getLogger("diswoot.inbound")
 
@@ -76,8 +62,6 @@ KIND_COMMAND = "command"  # a `!` text command, keyed by its message id as a DM 
 CONCURRENCY = 16
 MAX_ROUTE_ATTEMPTS = 3  # contact/conversation deleted under us: re-create, a few times at most
 LIST_PAGE = 100  # GET messages?after= returns at most this many
-DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-DOWNLOAD_ATTEMPTS = 6  # transient CDN failures before a file is sent as a link instead
 
 CommandRunner = Callable[[Job], Awaitable[dict[str, Any]]]
 
@@ -91,9 +75,9 @@ class InboundBridge:
         self.tickets = Tickets(ctx)
         self.queue = JobQueue(ctx.store, QUEUE, self.handle, concurrency=CONCURRENCY)
         self.typing = TypingRelay(ctx)
+        self.notices = UserNotices(ctx, outbound)
         self.backfill = Backfill(ctx, self)
         self.command_runner: CommandRunner | None = None  # runs queued text commands
-        self._told_saved: set[str] = set()  # users told "saved" during the current outage
         self._stop = trio.Event()  # the service's, once start_background has run
         # DM jobs stored by this process with their ``posting`` note and not attempted yet:
         # their first attempt knows nothing was posted (no search) nor needs a new note
@@ -220,7 +204,7 @@ class InboundBridge:
                 return await self.command_runner(job)
         except ChatwootUnavailable as exc:
             if job.kind == KIND_MESSAGE:
-                await self._tell_saved(job, str(exc))
+                await self.notices.saved_for_later(job, str(exc))
             raise
         except AttachmentTooLarge as exc:  # its size was not announced: a link next time
             job.payload.setdefault("oversize", []).append(exc.attachment_id)
@@ -249,7 +233,7 @@ class InboundBridge:
             result: dict[str, Any] = {}
         else:
             if outside and not self.ctx.cfg.outside_hours_behavior:
-                await self._out_of_office(
+                await self.notices.out_of_office(
                     discord_id, inbox, hours, f"ooo:{message_id}", conversation_id=None
                 )
                 return {"outcome": "denied_outside_hours"}
@@ -257,7 +241,7 @@ class InboundBridge:
             conversation_id, chatwoot_id = choice.conversation_id, int(posted["id"])
             result = {"created": choice.created, "reopened": choice.reopened}
         result.update(conversation_id=conversation_id, chatwoot_message_id=chatwoot_id)
-        self._told_saved.discard(discord_id)
+        self.notices.delivered(discord_id)
         user = await self.ctx.store.user(discord_id)
         followups = outside or user is None or user.greeted_at is None
         if link is None:
@@ -281,9 +265,9 @@ class InboundBridge:
             self.ctx.metrics.delivery_latency.labels("inbound").observe(latency)
         if not followups:
             return Finished(result)
-        await self._greet(discord_id, inbox, conversation_id)
+        await self.notices.greet(discord_id, inbox, conversation_id)
         if outside:
-            await self._out_of_office_once(discord_id, inbox, hours, conversation_id)
+            await self.notices.out_of_office_once(discord_id, inbox, hours, conversation_id)
         return result
 
     async def _route_and_post(
@@ -351,7 +335,12 @@ class InboundBridge:
             if found is not None:
                 log.info("%s %s is in Chatwoot already (%s)", job.kind, source_id, found["id"])
                 return found
-        async with self._uploads(job, files) as (parts, notes):
+        oversize = {str(i) for i in job.payload.get("oversize") or ()}
+        last_try = job.attempts + 1 >= DOWNLOAD_ATTEMPTS
+        async with dm_uploads(self.ctx, files, oversize=oversize, last_try=last_try) as (
+            parts,
+            notes,
+        ):
             if not noted:
                 await store.call(q.begin_post, job.id, job.payload, conversation_id)
             text = "\n".join(line for line in (content, *notes) if line)
@@ -362,53 +351,6 @@ class InboundBridge:
                 attachments=parts,
                 **fields,
             )
-
-    @asynccontextmanager
-    async def _uploads(
-        self, job: Job, message: dict[str, Any] | None
-    ) -> AsyncIterator[tuple[list[Attachment], list[str]]]:
-        """The DM's files opened as upload streams, and notes for those sent as links."""
-        attachments = dm_attachments(message) if message is not None else []
-        if message is None or not attachments:
-            yield [], []
-            return
-        cap_mb = self.ctx.cfg.attachment_max_mb
-        oversize = {str(i) for i in job.payload.get("oversize") or ()}
-        parts: list[Attachment] = []
-        notes: list[str] = []
-        async with (
-            httpx.AsyncClient(
-                timeout=DOWNLOAD_TIMEOUT, follow_redirects=True, verify=client_context()
-            ) as http,
-            AsyncExitStack() as stack,
-        ):
-            files = DmFiles(self.ctx, message, http, stack, cap_mb * MIB)
-            for attachment in attachments:
-                too_large = f"is larger than {cap_mb} MB"
-                why: str | None = None
-                if int(attachment.get("size") or 0) > cap_mb * MIB:
-                    why = too_large
-                elif str(attachment.get("id")) in oversize:
-                    why = too_large
-                else:
-                    try:
-                        stream = await files.open(attachment)
-                    except TooLarge:
-                        why = too_large
-                    except DownloadFailed as exc:
-                        why = f"could not be downloaded ({exc})"
-                    except DownloadUnavailable as exc:
-                        if job.attempts + 1 < DOWNLOAD_ATTEMPTS:
-                            raise
-                        why = f"could not be downloaded ({exc})"
-                if why is not None:
-                    notes.append(link_note(attachment, why, await files.url(attachment)))
-                    continue
-                chunks = guarded_chunks(stream, str(attachment.get("id")))
-                stack.push_async_callback(chunks.aclose)  # also when the upload failed
-                name = str(attachment.get("filename") or "file")
-                parts.append(Attachment(name, media_type(attachment, stream), chunks))
-            yield parts, notes
 
     async def _find_posted(
         self, conversation_id: int, source_id: str, after: int | None
@@ -465,71 +407,9 @@ class InboundBridge:
             return {"outcome": "conversation_deleted"}
         return {"conversation_id": link.conversation_id, "chatwoot_message_id": int(note["id"])}
 
-    # ------------------------------------------------------------------ user-facing effects
     async def _confirm(self, channel_id: str, message_id: str) -> None:
         """React with CONFIRM_EMOJI once Chatwoot has the message (queued, durable)."""
         await self.outbound.send_reaction(channel_id, message_id)
-
-    async def _greet(
-        self, discord_id: str, inbox: InboxConfig | None, conversation_id: int
-    ) -> None:
-        """The greeting, once per user: the inbox's, else GREETING_MESSAGE if enabled."""
-        user = await self.tickets.user(discord_id)
-        if user is None or user.greeted_at is not None:
-            return
-        text = _greeting_text(self.ctx, inbox)
-        if text:
-            await self.outbound.send_notice(
-                discord_id,
-                {"embeds": [embeds.greeting_embed(self.ctx.cfg, text)]},
-                dedupe_key=f"greeting:{discord_id}",
-                conversation_id=conversation_id,
-            )
-        await self.ctx.store.call(q.mark_greeted, discord_id, self.ctx.clock())
-
-    async def _out_of_office(
-        self,
-        discord_id: str,
-        inbox: InboxConfig | None,
-        hours: WorkingHours,
-        dedupe_key: str,
-        conversation_id: int | None,
-    ) -> None:
-        """The out-of-office notice: the inbox's text (else the fallback) and next opening."""
-        now = datetime.fromtimestamp(self.ctx.clock(), UTC)
-        text = (inbox.out_of_office_message if inbox else None) or (
-            self.ctx.cfg.outside_hours_fallback_message
-        )
-        embed = embeds.out_of_office_embed(self.ctx.cfg, text, hours.next_opening(now))
-        await self.outbound.send_notice(
-            discord_id, {"embeds": [embed]}, dedupe_key=dedupe_key, conversation_id=conversation_id
-        )
-
-    async def _out_of_office_once(
-        self, discord_id: str, inbox: InboxConfig | None, hours: WorkingHours, conversation_id: int
-    ) -> None:
-        """Allow mode: one out-of-office notice per ticket."""
-        conv = await self.ctx.store.conversation(conversation_id)
-        if conv is None or conv.ooo_notified_at is not None:
-            return
-        await self._out_of_office(
-            discord_id, inbox, hours, f"ooo:conv:{conversation_id}", conversation_id
-        )
-        await self.ctx.store.call(q.mark_ooo_notified, conversation_id, self.ctx.clock())
-
-    async def _tell_saved(self, job: Job, error: str) -> None:
-        """Chatwoot is down: tell the user once per outage that their message is saved."""
-        discord_id = job.lane
-        if self.ctx.health.report_chatwoot_failure(error, self.ctx.clock()):
-            self._told_saved.clear()  # a new outage
-        if discord_id in self._told_saved:
-            return
-        self._told_saved.add(discord_id)
-        await self.outbound.send_notice(
-            discord_id,
-            {"embeds": [embeds.saved_for_later_embed(self.ctx.cfg)]},
-            dedupe_key=f"saved:{job.dedupe_key}",
-        )
 
 
 def _to_store(event: MessageCreate, kind: str, now: float) -> q.DmToStore:
@@ -542,28 +422,3 @@ def _to_store(event: MessageCreate, kind: str, now: float) -> q.DmToStore:
         channel_id=event.channel_id,
         message_id=event.id,
     )
-
-
-class JobAttempt:
-    """:class:`~diswoot.bridge.tickets.Attempt` kept in the job's payload (``began``)."""
-
-    def __init__(self, ctx: Context, job: Job) -> None:
-        self.ctx = ctx
-        self.job = job
-
-    def began(self, step: str) -> float | None:
-        began = self.job.payload.get("began") or {}
-        value = began.get(step)
-        return float(value) if isinstance(value, int | float) else None
-
-    async def begin(self, step: str) -> None:
-        self.job.payload.setdefault("began", {})[step] = self.ctx.clock()
-        await self.ctx.store.call(q.update_job_payload, self.job.id, self.job.payload)
-
-
-def _greeting_text(ctx: Context, inbox: InboxConfig | None) -> str | None:
-    if inbox is not None and inbox.greeting_enabled and inbox.greeting_message:
-        return inbox.greeting_message
-    if ctx.cfg.greeting_enabled and ctx.cfg.greeting_message:
-        return ctx.cfg.greeting_message
-    return None

@@ -5,9 +5,8 @@ Shared by the inbound bridge (every DM) and the commands (``/status``, ``/close`
 ``conversations``) and served from memory (:mod:`diswoot.store.routing`), so in the steady
 state nothing here calls Chatwoot or reads the store:
 
-* the contact (identifier ``discord:{id}``) is created once; a 422 means it exists already, so
-  it is looked up by exact identifier (the search endpoint is rate-limited and fuzzy, hence only
-  then) and linked to our inbox;
+* the contact is :class:`~diswoot.bridge.contacts.Contacts`' (created once, linked to our
+  inbox);
 * a conversation whose known status is ``open``/``pending`` is used as is (the steady state:
   no call).  A stale "open" is harmless: Chatwoot reopens a resolved or snoozed conversation
   when an incoming message arrives.  One known as ``resolved``/``snoozed``, or of unknown
@@ -17,10 +16,9 @@ state nothing here calls Chatwoot or reads the store:
   lock_to_single_conversation is on or within ``REOPEN_WINDOW_HOURS`` (0 = always) - no
   toggle call, which would also assign the ticket to the token's user - else replaced by a
   new conversation.  A conversation deleted in Chatwoot (404) is recreated;
-* Chatwoot has no idempotency keys: a job notes each creation (contact, contact inbox,
-  conversation) before its POST (:class:`Attempt`), and a retried attempt first looks for
-  what the earlier one may have made unseen (a lost answer, a crash): the contact by
-  identifier, our contact inbox in it, a conversation of the contact created since then.
+* Chatwoot has no idempotency keys: a job notes each creation before its POST
+  (:mod:`diswoot.bridge.attempts`), and a retried attempt first looks for what the earlier one
+  may have made unseen: here, a conversation of the contact created since then.
 
 Status and last activity are kept fresh by the webhooks (:meth:`Tickets.note_status`) and by the
 DMs themselves.  Per-user locks keep a command and a DM of the same user from racing.
@@ -32,20 +30,20 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
-from diswoot.chatwoot.errors import ChatwootError, ChatwootNotFound, ChatwootUnprocessable
+from diswoot.bridge.attempts import Attempt
+from diswoot.bridge.contacts import Contacts
+from diswoot.chatwoot.errors import ChatwootNotFound
 from diswoot.chatwoot.models import InboxConfig
 from diswoot.context import Context
-from diswoot.plugins.base import DiscordUser, Enrichment
 from diswoot.store import Conversation, User
 from diswoot.store import queries as q
 
 log = logging.getLogger("diswoot.tickets")
 
-DISCORD_CDN = "https://cdn.discordapp.com"
 CLOSED_STATUSES = frozenset({"resolved", "snoozed"})
 HOUR = 3600.0
 
@@ -60,18 +58,6 @@ class ConversationChoice:
     previous_status: str | None
 
 
-class Attempt(Protocol):
-    """What earlier attempts of one job began creating in Chatwoot, noted durably before each
-    POST: Chatwoot has no idempotency keys, and an answer can be lost (a timeout, a crash) after
-    Chatwoot saved the object.  A retried attempt looks for what it may have made first."""
-
-    def began(self, step: str) -> float | None:
-        """When an earlier attempt began ``step`` (None: never)."""
-
-    async def begin(self, step: str) -> None:
-        """Note durably that ``step`` is about to be attempted."""
-
-
 CREATED_SLACK = 300.0
 """A conversation created this long before our note still counts (clocks differ)."""
 
@@ -82,33 +68,6 @@ class NoTicket(Exception):
 
 class ContactGone(Exception):
     """Chatwoot no longer knows the cached contact; the cache was cleared, ensure it again."""
-
-
-def contact_identifier(discord_id: str) -> str:
-    return f"discord:{discord_id}"
-
-
-def display_name(user: dict[str, Any]) -> str:
-    """Global (display) name, else username, else the id."""
-    return str(user.get("global_name") or user.get("username") or user["id"])
-
-
-def avatar_url(user: dict[str, Any]) -> str | None:
-    avatar = user.get("avatar")
-    if not avatar:
-        return None
-    ext = "gif" if str(avatar).startswith("a_") else "png"
-    return f"{DISCORD_CDN}/avatars/{user['id']}/{avatar}.{ext}"
-
-
-def contact_attributes(user: dict[str, Any]) -> dict[str, Any]:
-    """The custom attributes every Diswoot contact carries (contract: "Contact attributes")."""
-    return {
-        "discord_id": str(user["id"]),
-        "discord_username": str(user.get("username") or ""),
-        "discord_display_name": display_name(user),
-        "source": "discord",
-    }
 
 
 class _KeyedLocks:
@@ -137,6 +96,7 @@ class Tickets:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.contacts = Contacts(ctx)
         self._locks = _KeyedLocks()
 
     # ------------------------------------------------------------------ helpers
@@ -147,126 +107,13 @@ class Tickets:
     async def user(self, discord_id: str) -> User | None:
         return await self.ctx.store.user(discord_id)
 
-    # ------------------------------------------------------------------ contacts
     async def ensure_contact(
         self, user: dict[str, Any], attempt: Attempt | None = None
     ) -> tuple[int, str]:
-        """The Chatwoot (contact_id, source_id) of a Discord user object; cached.
-
-        ``attempt``: a retried job first looks for the contact (by identifier) and its contact
-        inbox that an earlier attempt may have created unseen.
-        """
-        discord_id = str(user["id"])
-        username, name = str(user.get("username") or ""), display_name(user)
-        store, now = self.ctx.store, self.ctx.clock()
-        async with self._locks.hold(discord_id):
-            row = await store.user(discord_id)
-            if row is not None and row.contact_id is not None and row.source_id:
-                renamed = (row.username, row.display_name) != (username, name)
-                if renamed and user.get("username"):  # a full user object, with news
-                    await self._refresh_contact(
-                        row.contact_id, name=name, custom_attributes=contact_attributes(user)
-                    )
-                    await store.call(
-                        q.upsert_user, discord_id, now, username=username, display_name=name
-                    )
-                return row.contact_id, row.source_id
-            await store.call(q.upsert_user, discord_id, now, username=username, display_name=name)
-            if row is not None and row.contact_id is not None:
-                contact_id = row.contact_id
-                source_id = await self._contact_inbox(discord_id, contact_id, attempt)
-            else:
-                contact_id, source_id = await self._create_or_find(user, attempt)
-            await store.call(q.set_user_contact, discord_id, contact_id, source_id, now)
-            log.info("user %s is Chatwoot contact %d", discord_id, contact_id)
-            return contact_id, source_id
-
-    async def _contact_inbox(
-        self, discord_id: str, contact_id: int, attempt: Attempt | None
-    ) -> str:
-        """Our inbox's source_id for a known contact: created, or found after a lost answer."""
-        chatwoot = self.ctx.chatwoot
-        if attempt is not None and attempt.began("contact_inbox") is not None:
-            found = await chatwoot.find_contact_by_identifier(contact_identifier(discord_id))
-            if found is not None and int(found["id"]) == contact_id:
-                source_id = self._our_source_id(found)
-                if source_id is not None:
-                    return source_id
-        if attempt is not None:
-            await attempt.begin("contact_inbox")
-        return await chatwoot.create_contact_inbox(contact_id)
-
-    def _our_source_id(self, contact: dict[str, Any]) -> str | None:
-        for link in contact.get("contact_inboxes") or []:
-            inbox = link.get("inbox") or {}
-            if inbox.get("id") == self.ctx.chatwoot.inbox_id and link.get("source_id"):
-                return str(link["source_id"])
-        return None
-
-    async def _create_or_find(
-        self, user: dict[str, Any], attempt: Attempt | None
-    ) -> tuple[int, str]:
-        chatwoot = self.ctx.chatwoot
-        identifier = contact_identifier(str(user["id"]))
-        enrichment = await self._enrich(user)
-        attributes = {**enrichment.custom_attributes, **contact_attributes(user)}
-        if attempt is not None and attempt.began("contact") is not None:
-            found = await chatwoot.find_contact_by_identifier(identifier)
-            if found is not None:  # made by the earlier attempt (or by another channel)
-                return await self._adopt(found, attributes)
-        if attempt is not None:
-            await attempt.begin("contact")
-        fields: dict[str, Any] = {
-            "name": display_name(user),
-            "identifier": identifier,
-            "avatar_url": avatar_url(user),
-            "custom_attributes": attributes,
-        }
-        try:
-            contact = await chatwoot.create_contact(email=enrichment.email, **fields)
-        except ChatwootUnprocessable:
-            found = await chatwoot.find_contact_by_identifier(identifier)
-            if found is not None:
-                return await self._adopt(found, attributes)
-            if enrichment.email is None:
-                raise
-            # The identifier is free, so the plugin's email belongs to another contact.
-            log.warning("email of user %s belongs to another contact; creating without", user["id"])
-            contact = await chatwoot.create_contact(**fields)
-        source_id = contact.source_id or await chatwoot.create_contact_inbox(contact.id)
-        return contact.id, source_id
-
-    async def _adopt(
-        self, contact: dict[str, Any], attributes: dict[str, Any]
-    ) -> tuple[int, str]:
-        """Use an existing contact (created earlier, or by the web widget); link our inbox.
-
-        Its name is kept (the other channel may know a better one); our attributes are merged.
-        """
-        contact_id = int(contact["id"])
-        log.info("contact %s exists already (id %d); linking it", contact["identifier"], contact_id)
-        await self._refresh_contact(contact_id, custom_attributes=attributes)
-        source_id = self._our_source_id(contact)
-        if source_id is not None:
-            return contact_id, source_id
-        return contact_id, await self.ctx.chatwoot.create_contact_inbox(contact_id)
-
-    async def _refresh_contact(self, contact_id: int, **fields: Any) -> None:
-        """Best effort: update the contact (Chatwoot merges custom attributes)."""
-        try:
-            await self.ctx.chatwoot.update_contact(contact_id, **fields)
-        except ChatwootError as exc:
-            log.warning("could not update contact %d: %s", contact_id, exc)
-
-    async def _enrich(self, user: dict[str, Any]) -> Enrichment:
-        """Plugin enrichment (the registry skips a failing or slow plugin, never raises)."""
-        who = DiscordUser(
-            id=str(user["id"]),
-            username=str(user.get("username") or ""),
-            global_name=user.get("global_name") or None,
-            avatar_url=avatar_url(user),
-        )
-        return await self.ctx.plugins.enrich(who)
+        """The Chatwoot (contact_id, source_id) of a Discord user (:meth:`Contacts.ensure`),
+        under the user's lock."""
+        async with self._locks.hold(str(user["id"])):
+            return await self.contacts.ensure(user, attempt)
 
     # ------------------------------------------------------------------ conversations
     async def conversation_for_message(

@@ -32,6 +32,7 @@ from diswoot.bridge.reconcile import Reconciler
 from diswoot.bridge.reply_layout import is_inbox_template, reply_parts, upload_limit
 from diswoot.bridge.webhook_intake import WebhookIntake
 from diswoot.context import Context
+from diswoot.gateway.events import GatewayStatus
 from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Job
 from diswoot.store import queries as q
@@ -127,21 +128,9 @@ class OutboundBridge:
 
     async def start_background(self, nursery: trio.Nursery, stop: trio.Event) -> None:
         """Start the Discord-is-back waker, agent typing and the reconciliation sweeps."""
-        nursery.start_soon(self._wake_when_discord_returns, stop)
+        nursery.start_soon(wake_when_discord_is_ready, self.ctx.gateway, self.queue, stop)
         nursery.start_soon(self.typing.run, stop)
         nursery.start_soon(self.reconciler.run, stop)
-
-    async def _wake_when_discord_returns(self, stop: trio.Event) -> None:
-        """Deliveries waiting out a Discord outage are retried as soon as it is over."""
-        was_ready = self.ctx.gateway.state == "ready"
-        while not stop.is_set():
-            with trio.move_on_after(GATEWAY_POLL_SECONDS):
-                await stop.wait()
-            ready = self.ctx.gateway.state == "ready"
-            if ready and not was_ready and self.queue.depth:
-                log.info("Discord is back; retrying %d waiting delivery(ies)", self.queue.depth)
-                self.queue.wake()
-            was_ready = ready
 
     # ------------------------------------------------------------------ queue handlers
 
@@ -275,3 +264,20 @@ class OutboundBridge:
         if deleted:
             log.info("agent deleted reply %d; deleted %d DM(s)", mid, len(deleted))
         return {"deleted": deleted}
+
+
+async def wake_when_discord_is_ready(
+    gateway: GatewayStatus, queue: JobQueue, stop: trio.Event
+) -> None:
+    """Deliveries waiting out a Discord outage are retried as soon as the gateway is ready
+    again (checked every ``GATEWAY_POLL_SECONDS``), not when their back-off ends."""
+    was_ready, seen_ready = False, False
+    while not stop.is_set():
+        ready = gateway.state == "ready"
+        if ready and not was_ready and queue.depth:
+            how = "is back" if seen_ready else "is connected"
+            log.info("Discord %s; retrying %d waiting delivery(ies) now", how, queue.depth)
+            queue.wake()
+        was_ready, seen_ready = ready, seen_ready or ready
+        with trio.move_on_after(GATEWAY_POLL_SECONDS):
+            await stop.wait()

@@ -112,3 +112,32 @@ async def test_a_failing_checkpoint_is_logged_once_and_retried(
         "WAL checkpoint failed (retrying every 1s): disk I/O error",
         "WAL checkpoints work again",
     ]
+
+
+async def test_a_checkpointer_that_cannot_connect_tries_again_and_the_store_goes_on(
+    tmp_path: Path, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures = [sqlite3.OperationalError("unable to open database file")] * 2
+    real = checkpoint._connect
+
+    def flaky(path: str, factory: type[sqlite3.Connection]) -> sqlite3.Connection:
+        if failures:
+            raise failures.pop()
+        return real(path, factory)
+
+    monkeypatch.setattr(checkpoint, "_connect", flaky)
+    caplog.set_level(logging.INFO, logger="diswoot.store")
+    async with open_store(tmp_path / "t.db") as store:
+        stats = store.checkpoints
+        await store.call(q.set_value, "k", 1)
+        await periods_until(mock_clock, lambda: stats.failing)
+        await store.call(q.set_value, "k", 2)  # the store works on meanwhile
+        await periods_until(mock_clock, lambda: stats.runs == 1)
+        assert failures == []
+        assert await store.call(q.get_value, "k") == 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "diswoot.store"]
+    assert [m for m in messages if "checkpoint" in m] == [
+        "WAL checkpoint failed (retrying every 1s): unable to open database file",
+        "WAL checkpoints work again",
+    ]

@@ -16,7 +16,6 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import trio
 
@@ -41,6 +40,10 @@ def no_automatic_checkpoints(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA wal_autocheckpoint=0")
 
 
+def _connect(path: str, factory: type[sqlite3.Connection]) -> sqlite3.Connection:
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None, factory=factory)
+
+
 def _checkpoint(db: sqlite3.Connection) -> tuple[int, int, int]:
     busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return int(busy), int(frames), int(copied)
@@ -56,11 +59,9 @@ async def checkpoint_wal(
 ) -> None:
     """Until cancelled: after the first ``period`` and after every later one in which
     ``commits()`` changed, checkpoint the log of the database at ``path`` through a connection
-    of its own, in a worker thread."""
-    db = await trio.to_thread.run_sync(
-        partial(sqlite3.connect, path, check_same_thread=False, isolation_level=None,
-                factory=factory)
-    )
+    of its own, in a worker thread.  Failing to open that connection is a failed checkpoint
+    like any other: logged once, tried again next period, never the store's end."""
+    db: sqlite3.Connection | None = None
     try:
         seen: int | None = None  # the first period checkpoints whatever the log holds
         while True:
@@ -70,6 +71,8 @@ async def checkpoint_wal(
                 continue
             seen = now
             try:
+                if db is None:
+                    db = await trio.to_thread.run_sync(_connect, path, factory)
                 busy, frames, copied = await trio.to_thread.run_sync(_checkpoint, db)
             except sqlite3.Error as exc:  # e.g. the disk is full: the next period tries again
                 if not stats.failing:
@@ -85,5 +88,6 @@ async def checkpoint_wal(
             if busy:
                 log.debug("WAL checkpoint: %d of %d frames copied (busy)", copied, frames)
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(db.close)
+        if db is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(db.close)

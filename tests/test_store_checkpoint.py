@@ -6,6 +6,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -86,58 +87,38 @@ async def test_an_in_memory_database_has_no_checkpointer(
         assert await store.call(q.get_value, "k") == 1
 
 
-async def test_a_failing_checkpoint_is_logged_once_and_retried(
+@pytest.mark.parametrize(
+    ("step", "error", "failures"),
+    [
+        ("_checkpoint", "disk I/O error", 3),  # e.g. the disk is full
+        ("_connect", "unable to open database file", 2),  # its own connection cannot open
+    ],
+)
+async def test_a_failing_checkpoint_is_logged_once_and_retried_and_the_store_goes_on(
     tmp_path: Path, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, step: str, error: str, failures: int,
 ) -> None:
-    failures = [sqlite3.OperationalError("disk I/O error")] * 3
-    real = checkpoint._checkpoint
+    errors = [sqlite3.OperationalError(error)] * failures
+    real = getattr(checkpoint, step)
 
-    def flaky(db: sqlite3.Connection) -> tuple[int, int, int]:
-        if failures:
-            raise failures.pop()
-        return real(db)
+    def flaky(*args: Any) -> Any:
+        if errors:
+            raise errors.pop()
+        return real(*args)
 
-    monkeypatch.setattr(checkpoint, "_checkpoint", flaky)
+    monkeypatch.setattr(checkpoint, step, flaky)
     caplog.set_level(logging.INFO, logger="diswoot.store")
     async with open_store(tmp_path / "t.db") as store:
         stats = store.checkpoints
         await store.call(q.set_value, "k", 1)
         await periods_until(mock_clock, lambda: stats.failing)
         await periods_until(mock_clock, lambda: stats.runs == 1)  # retried without a commit
-        assert failures == []
+        assert errors == []
         assert not stats.failing
-    messages = [r.getMessage() for r in caplog.records if r.name == "diswoot.store"]
-    assert [m for m in messages if "checkpoint" in m] == [
-        "WAL checkpoint failed (retrying every 1s): disk I/O error",
-        "WAL checkpoints work again",
-    ]
-
-
-async def test_a_checkpointer_that_cannot_connect_tries_again_and_the_store_goes_on(
-    tmp_path: Path, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    failures = [sqlite3.OperationalError("unable to open database file")] * 2
-    real = checkpoint._connect
-
-    def flaky(path: str, factory: type[sqlite3.Connection]) -> sqlite3.Connection:
-        if failures:
-            raise failures.pop()
-        return real(path, factory)
-
-    monkeypatch.setattr(checkpoint, "_connect", flaky)
-    caplog.set_level(logging.INFO, logger="diswoot.store")
-    async with open_store(tmp_path / "t.db") as store:
-        stats = store.checkpoints
-        await store.call(q.set_value, "k", 1)
-        await periods_until(mock_clock, lambda: stats.failing)
-        await store.call(q.set_value, "k", 2)  # the store works on meanwhile
-        await periods_until(mock_clock, lambda: stats.runs == 1)
-        assert failures == []
+        await store.call(q.set_value, "k", 2)  # the store went on all along
         assert await store.call(q.get_value, "k") == 2
     messages = [r.getMessage() for r in caplog.records if r.name == "diswoot.store"]
     assert [m for m in messages if "checkpoint" in m] == [
-        "WAL checkpoint failed (retrying every 1s): unable to open database file",
+        f"WAL checkpoint failed (retrying every 1s): {error}",
         "WAL checkpoints work again",
     ]

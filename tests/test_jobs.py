@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,34 @@ async def test_jobs_waiting_behind_others_keep_their_payload_in_sqlite(
     assert queue._payloads == 0
     # 4 jobs read back 2 at a time, and 5 job ends (some may share a batch)
     assert store.batches - before <= 2 + 5
+
+
+async def test_a_job_submitted_while_the_queue_restarts_after_a_crash_runs_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store refuses to record a failed attempt (a full disk): the queue's run crashes, and
+    its supervisor restarts it later.  A job submitted meanwhile is stored and waits."""
+    handled: list[str] = []
+    done = trio.Event()
+
+    async def handler(job: Job) -> None:
+        handled.append(job.dedupe_key)
+        if len(handled) == 1:
+            raise RetryLater("Chatwoot is down", delay=0.0)
+        if len(handled) == 3:
+            done.set()
+
+    def disk_full(*_: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        await queue.submit("message", "m1", "u1", {})
+        monkeypatch.setattr(q, "reschedule_job", disk_full)
+        with pytest.RaisesGroup(sqlite3.OperationalError, flatten_subgroups=True):
+            with trio.fail_after(10):
+                await queue.run(trio.Event())
+        monkeypatch.undo()
+        assert await queue.submit("message", "m2", "u2", {}) is not None  # no closed nursery
+        await run_until(queue, done)
+        assert sorted(handled) == ["m1", "m1", "m2"]

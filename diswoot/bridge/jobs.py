@@ -212,25 +212,27 @@ class JobQueue:
         """Load pending jobs, then process until ``stop``; in-flight jobs are finished."""
         pending = await self.store.call(q.pending_job_refs, self.name)
         now_wall, now_trio = self._clock(), trio.current_time()
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for ref in pending:
-                if ref.id not in self._due:
-                    delay = max(0.0, ref.next_attempt_at - now_wall)
-                    self._schedule(ref, due=now_trio + delay)
-            for lane in list(self._lanes):  # jobs submitted before run() started
-                self._start_lane(lane)
-            if pending:
-                log.info("%s queue: resuming %d pending job(s)", self.name, len(pending))
-            task_status.started()
-            while not stop.is_set():
-                with trio.move_on_after(RESCAN_SECONDS):
-                    await stop.wait()
-                if not stop.is_set():
-                    await self._rescan()
-            self._stopping = True
-            self.wake()
-        self._nursery = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for ref in pending:
+                    if ref.id not in self._due:
+                        delay = max(0.0, ref.next_attempt_at - now_wall)
+                        self._schedule(ref, due=now_trio + delay)
+                for lane in list(self._lanes):  # jobs submitted before run() started
+                    self._start_lane(lane)
+                if pending:
+                    log.info("%s queue: resuming %d pending job(s)", self.name, len(pending))
+                task_status.started()
+                while not stop.is_set():
+                    with trio.move_on_after(RESCAN_SECONDS):
+                        await stop.wait()
+                    if not stop.is_set():
+                        await self._rescan()
+                self._stopping = True
+                self.wake()
+        finally:  # also after a crash: what is submitted until the restart waits in its lane
+            self._nursery = None
 
     async def _rescan(self) -> None:
         """Pick up pending rows not scheduled here (e.g. re-queued by ``diswoot queue retry``)."""

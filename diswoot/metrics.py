@@ -94,6 +94,12 @@ class Metrics:
             "Gateway events skipped: malformed, undecodable, or failed in their handler",
             ["type", "reason"], registry=r,
         )
+        self.dm_store_retries = Counter(
+            "diswoot_dm_store_retries_total",
+            "Times received DMs, edits or deletions could not be stored (disk, I/O, lock) and "
+            "were tried again",
+            registry=r,
+        )
         self.jobs_pruned = Counter(
             "diswoot_jobs_pruned_total",
             "Done jobs deleted after the retention period (see diswoot/bridge/retention.py)",

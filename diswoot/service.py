@@ -39,7 +39,7 @@ from diswoot.bridge.interactions import InteractionRouter
 from diswoot.bridge.outbound import OutboundBridge
 from diswoot.bridge.presence import run_presence
 from diswoot.bridge.retention import run_retention
-from diswoot.bridge.router import route_events
+from diswoot.bridge.router import Intake, route_events
 from diswoot.chatwoot.client import ChatwootClient
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.chatwoot.inbox_cache import InboxCache
@@ -189,6 +189,7 @@ async def _run_services(
 
     await _check_chatwoot_credentials(ctx)
     session = await _load_session(ctx)
+    intake = Intake()  # what the router has yet to handle (the session is saved only past it)
     settings = GatewaySettings(
         token=cfg.discord_token,
         compress=cfg.discord_gateway_compress,
@@ -209,8 +210,11 @@ async def _run_services(
         await start("inbox cache", _until_stopped, stop, ctx.inbox.run)
         start_soon("chatwoot probe", run_chatwoot_probe, ctx, [inbound.queue,
                    *outbound.extra_queues], stop)
-        nursery.start_soon(_gateway_task, settings, ctx, events_tx, presence_rx, stop, session)
-        nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop)
+        save = partial(_save_session, ctx, session, intake, events_rx)
+        nursery.start_soon(
+            _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
+        )
+        nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop, intake)
         start_soon("presence", run_presence, ctx, stop)
         start_soon("retention", partial(run_retention, clock=ctx.clock), ctx.store, cfg,
                    ctx.metrics, stop)
@@ -238,7 +242,7 @@ async def _run_services(
         ctx.health.stopping = True
         systemd.stopping()
         nursery.cancel_scope.deadline = trio.current_time() + GRACE_SECONDS
-    await _save_session(ctx, session)
+    await save()
 
 
 async def _background(
@@ -275,11 +279,13 @@ async def _gateway_task(
     presence_rx: trio.MemoryReceiveChannel[Presence],
     stop: trio.Event,
     session: SessionState,
+    save: Callable[[], Awaitable[None]],
 ) -> None:
     """The supervised gateway; closing ``events_tx`` at the end lets the router drain and end."""
     async with events_tx:
         await supervised(
-            "gateway", stop, _run_gateway, settings, ctx, events_tx, presence_rx, stop, session
+            "gateway", stop, _run_gateway, settings, ctx, events_tx, presence_rx, stop, session,
+            save,
         )
 
 
@@ -290,9 +296,10 @@ async def _run_gateway(
     presence_rx: trio.MemoryReceiveChannel[Presence],
     stop: trio.Event,
     session: SessionState,
+    save: Callable[[], Awaitable[None]],
 ) -> None:
-    """Run the gateway (on its own clone of ``events_tx``, which it closes); persist the
-    resumable session so a restart can RESUME."""
+    """Run the gateway (on its own clone of ``events_tx``, which it closes); when it ends
+    other than by shutdown, ``save`` the resumable session so a restart can RESUME."""
 
     async def fetch_gateway() -> dict[str, Any]:
         try:
@@ -316,8 +323,9 @@ async def _run_gateway(
             status=ctx.gateway,
         )
     finally:
-        with trio.CancelScope(shield=True):
-            await _save_session(ctx, session)
+        if not stop.is_set():  # a crash; on shutdown it is saved once the router has drained
+            with trio.CancelScope(shield=True):
+                await save()
 
 
 async def _router_task(
@@ -326,14 +334,18 @@ async def _router_task(
     inbound: InboundBridge,
     interactions: InteractionRouter,
     stop: trio.Event,
+    intake: Intake,
 ) -> None:
     """The supervised router: each run reads from its own clone of ``events_rx``."""
 
     async def route() -> None:
-        await route_events(events_rx.clone(), ctx, inbound, interactions)
+        await route_events(events_rx.clone(), ctx, inbound, interactions, intake)
 
     async with events_rx:
-        await supervised("router", stop, route)
+        try:
+            await supervised("router", stop, route)
+        finally:  # closing the last receiver drops what is left: never claim it
+            intake.left_behind = bool(events_rx.statistics().current_buffer_used)
 
 
 async def _check_chatwoot_credentials(ctx: Context) -> None:
@@ -355,7 +367,22 @@ async def _check_chatwoot_credentials(ctx: Context) -> None:
         raise
 
 
-async def _save_session(ctx: Context, session: SessionState) -> None:
+async def _save_session(
+    ctx: Context,
+    session: SessionState,
+    intake: Intake,
+    events_rx: trio.MemoryReceiveChannel[GatewayEvent],
+) -> None:
+    """Save the session where a restart RESUMEs, unless the router has not handled every
+    event handed to it (see :class:`Intake`): then the session saved before stays, and the
+    next start resumes from there (the replay is deduplicated) or starts afresh and fetches
+    the DMs it missed."""
+    if not intake.all_handled(events_rx):
+        log.warning(
+            "the gateway session is not saved: DMs it received are not all stored yet; the "
+            "next start resumes from an earlier point or fetches what it missed"
+        )
+        return
     value = {
         "session_id": session.session_id,
         "seq": session.seq,

@@ -226,22 +226,57 @@ def set_read_only(db: sqlite3.Connection, on: bool) -> None:
     db.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
 
 
-async def test_a_failing_handler_is_counted_and_the_router_carries_on(tmp_path: Path) -> None:
-    """The database refuses writes (a full or read-only disk) while a DM comes in."""
+async def test_dms_wait_out_a_database_that_refuses_writes(tmp_path: Path) -> None:
+    """The database refuses writes (a full or read-only disk) while DMs come in: they are kept
+    in memory and tried again - counted as store retries, not as rejected events - and are
+    stored, in order, once it takes writes again."""
     with trio.fail_after(CEILING):
         async with bridge_world(tmp_path) as world:
             fake = gateway(world)
             await fake.wait_ready()
             world.discord.add_user(UID, "alice")
             await world.daemon.ctx.store.call(set_read_only, True)
-            lost = world.discord.user_sends(UID, "while the disk is full")
+            world.discord.user_sends(UID, "while the disk is full")
+            world.discord.user_sends(UID, "and again")
+            metrics = world.daemon.ctx.metrics.registry
+            await world.wait_for(
+                lambda: (metrics.get_sample_value("diswoot_dm_store_retries_total") or 0) >= 2
+            )
+            assert await rejected(world) == {}
+            await world.daemon.ctx.store.call(set_read_only, False)
+            world.discord.user_sends(UID, "after the disk recovered")
+            await delivered(
+                world, "while the disk is full", "and again", "after the disk recovered"
+            )
+            assert fake.connections == 1 and fake.resumes == []
+            assert await world.acknowledged_seq() == fake.last_seq
+
+
+async def test_a_failing_handler_is_counted_and_the_router_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing a DM fails for a reason of its own (not the store's): it is skipped, counted,
+    never replayed, and the DMs after it go through."""
+    real = q.accept_dms
+
+    def accept_dms(db: sqlite3.Connection, queue: str, dms: list[Any], now: float) -> Any:
+        if any(dm.payload["message"]["content"] == "the one that fails" for dm in dms):
+            raise ValueError("a DM the store cannot take")
+        return real(db, queue, dms, now)
+
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            fake = gateway(world)
+            await fake.wait_ready()
+            world.discord.add_user(UID, "alice")
+            monkeypatch.setattr(q, "accept_dms", accept_dms)
+            lost = world.discord.user_sends(UID, "the one that fails")
             while True:
                 if await rejected(world) == {("MESSAGE_CREATE", "handler_error"): 1}:
                     break
                 await trio.sleep(0.05)
-            await world.daemon.ctx.store.call(set_read_only, False)
-            world.discord.user_sends(UID, "after the disk recovered")
-            await delivered(world, "after the disk recovered")
+            world.discord.user_sends(UID, "the next one")
+            await delivered(world, "the next one")
             assert fake.connections == 1 and fake.resumes == []
             assert await world.acknowledged_seq() == fake.last_seq  # the failed DM too
             assert lost["content"] not in contents(world)

@@ -6,18 +6,24 @@ the channel together are stored in one transaction) or starts its handler.  Inte
 concurrently in the router's own nursery (each must be answered within Discord's 3 seconds,
 whatever else is going on).  An event that was rejected by the gateway's parser, or whose
 handling fails, is logged once (type, id, reason; never content), counted in
-``diswoot_events_rejected_total`` and skipped: no event can end the router.  When the gateway
-closes the channel on shutdown, the router drains what is left and returns.
+``diswoot_events_rejected_total`` and skipped: no event can end the router.  A DM (or its edit or
+deletion) is never skipped for the store's own failure: storing it is retried
+(:func:`_until_stored`).  When the gateway closes the channel on shutdown, the router drains
+what is left and returns.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
 
+from diswoot.bridge.backoff import retry_delay
 from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.interactions import InteractionRouter
 from diswoot.context import Context
@@ -39,6 +45,27 @@ log = logging.getLogger("diswoot.router")
 
 GROUP_MAX = 256
 """DMs waiting in the channel that are stored in one transaction, at most."""
+LOCAL_STORE_ERRORS = (OSError, sqlite3.OperationalError)
+"""The store's own trouble (disk, I/O, locks), never the data's: storing DMs is retried."""
+STORE_RETRY_BASE, STORE_RETRY_CAP = 0.1, 5.0
+
+
+@dataclass
+class Intake:
+    """Whether every event the gateway handed to the router was handled.
+
+    The gateway counts a dispatch as done (its ``seq``, where a RESUME starts) when it enters
+    the router's channel, so its session may be saved only while nothing is waiting there or
+    being stored: a RESUME from a session saved earlier than that could skip DMs that never
+    reached the store.
+    """
+
+    busy: int = 0  # batches of DMs and text commands being handled now
+    left_behind: bool = False  # the router ended with events still in its channel
+
+    def all_handled(self, events: trio.MemoryReceiveChannel[GatewayEvent]) -> bool:
+        return not (self.busy or self.left_behind or events.statistics().current_buffer_used)
+
 
 _EVENT_TYPES: dict[type[Any], str] = {
     Ready: "READY",
@@ -81,22 +108,32 @@ async def _contained(
         _handler_failed(ctx, event, exc)
 
 
+async def _text_command(
+    ctx: Context, event: MessageCreate, interactions: InteractionRouter, intake: Intake
+) -> None:
+    """A text command runs beside the router; it is handled once it returns (not cancelled)."""
+    await _contained(ctx, event, interactions.handle_text_command, event)
+    intake.busy -= 1
+
+
 async def _route(
     event: GatewayEvent,
     ctx: Context,
     inbound: InboundBridge,
     interactions: InteractionRouter,
     nursery: trio.Nursery,
+    intake: Intake,
 ) -> None:
     match event:
         case MessageCreate():
             # a text command (`!status`, `!close ...`): answered, never forwarded to Chatwoot;
             # plain DMs never reach here, route_events stores them in groups
-            nursery.start_soon(_contained, ctx, event, interactions.handle_text_command, event)
+            intake.busy += 1
+            nursery.start_soon(_text_command, ctx, event, interactions, intake)
         case MessageUpdate():
-            await inbound.accept_edit(event)
+            await _until_stored(ctx, "an edit of a DM", partial(inbound.accept_edit, event))
         case MessageDelete():
-            await inbound.accept_delete(event)
+            await _until_stored(ctx, "a deletion of a DM", partial(inbound.accept_delete, event))
         case TypingStart():
             inbound.user_typing(event)
         case InteractionCreate():
@@ -113,12 +150,47 @@ async def _route(
 
 
 async def _store_dms(ctx: Context, inbound: InboundBridge, dms: list[MessageCreate]) -> None:
-    """Store DMs that waited together in one transaction (group commit)."""
+    """Store DMs that waited together in one transaction (group commit).
+
+    A failure of the DMs' own is logged, counted and skipped, as for any event; the store's
+    own failures are waited out (:func:`_until_stored`).
+    """
     try:
-        await inbound.accept_messages(dms)
+        await _until_stored(ctx, f"{len(dms)} DM(s)", partial(inbound.accept_messages, dms))
     except Exception as exc:
         for event in dms:
             _handler_failed(ctx, event, exc)
+
+
+async def _until_stored(ctx: Context, what: str, store: Callable[[], Awaitable[object]]) -> None:
+    """Run ``store`` again, with a growing pause, for as long as it fails for the store's own
+    reason (a full disk, an I/O error, a locked database), until it works or the shutdown's
+    grace period ends; any other failure propagates.
+
+    Such a failure says nothing about the data: it stays in memory meanwhile, the router - and
+    through its channel the gateway - waits, and the gateway session is not saved past it
+    (:class:`Intake`).
+    """
+    attempt = 0
+    while True:
+        try:
+            await store()
+        except LOCAL_STORE_ERRORS as exc:
+            attempt += 1
+            if attempt == 1:
+                log.warning(
+                    "could not store %s (%s: %s); kept in memory and tried again until the "
+                    "store works",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                )
+            ctx.metrics.dm_store_retries.inc()
+            await trio.sleep(retry_delay(attempt, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP))
+            continue
+        if attempt:
+            log.info("stored %s after %d tries", what, attempt + 1)
+        return
 
 
 def _waiting(
@@ -139,10 +211,16 @@ async def route_events(
     ctx: Context,
     inbound: InboundBridge,
     interactions: InteractionRouter,
+    intake: Intake,
 ) -> None:
-    """Route every event until the gateway closes the channel (see the module docstring)."""
+    """Route every event until the gateway closes the channel (see the module docstring).
+
+    ``intake`` counts what is being handled; a batch cut short (cancelled, or a failure that
+    ends the router) stays counted, so the gateway session is not saved past it.
+    """
     async with events_rx, trio.open_nursery() as nursery:
         async for first in events_rx:
+            intake.busy += 1  # no checkpoint since the receive: nothing is unaccounted for
             dms: list[MessageCreate] = []
             for event in _waiting(first, events_rx):
                 if isinstance(event, MessageCreate) and not interactions.is_text_command(event):
@@ -152,8 +230,9 @@ async def route_events(
                     await _store_dms(ctx, inbound, dms)
                     dms = []
                 try:
-                    await _route(event, ctx, inbound, interactions, nursery)
+                    await _route(event, ctx, inbound, interactions, nursery, intake)
                 except Exception as exc:  # trio.Cancelled is a BaseException: it propagates
                     _handler_failed(ctx, event, exc)
             if dms:
                 await _store_dms(ctx, inbound, dms)
+            intake.busy -= 1

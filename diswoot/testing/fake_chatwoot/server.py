@@ -31,7 +31,6 @@ from typing import Any
 import httpx
 import hypercorn.trio
 import trio
-from hypercorn.config import Config as HypercornConfig
 from quart import Response, g, request
 from quart_trio import QuartTrio
 
@@ -51,6 +50,7 @@ from diswoot.testing.fake_chatwoot.records import (
     reason_phrase,
 )
 from diswoot.testing.fake_chatwoot.routes import ChatwootRoutes
+from diswoot.testing.loopback import loopback_config
 
 
 class FakeChatwoot(ChatwootRoutes):
@@ -65,11 +65,7 @@ class FakeChatwoot(ChatwootRoutes):
 
     async def serve(self, nursery: trio.Nursery) -> None:
         """Bind 127.0.0.1:0, start the webhook sender; sets :attr:`base_url`."""
-        config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 0.5
+        config = loopback_config()
         binds = await nursery.start(
             partial(hypercorn.trio.serve, self.app, config, shutdown_trigger=self._stop.wait)
         )

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from werkzeug.formparser import FormDataParser
 
@@ -38,6 +37,7 @@ from diswoot.testing.fake_discord.records import (
     memory_stream,
 )
 from diswoot.testing.fake_discord.routes import DiscordRoutes
+from diswoot.testing.loopback import loopback_config
 
 
 class FakeDiscord(DiscordRoutes):
@@ -45,11 +45,7 @@ class FakeDiscord(DiscordRoutes):
 
     async def serve(self, nursery: trio.Nursery) -> None:
         """Start the REST server and the gateway in ``nursery``; returns once both listen."""
-        config = HypercornConfig()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 0.5
+        config = loopback_config()
         config.h2_max_concurrent_streams = 1000
         app: Any = self._asgi  # a plain ASGI callable; hypercorn's TypedDict scopes aside
         urls: list[str] = await nursery.start(

@@ -171,6 +171,10 @@ class Metrics:
                           ["queue"], per_queue(lambda queue: queue.counters.retries))
         self.counter_from("diswoot_dead_letters_total", "Jobs dead-lettered", ["queue"],
                           per_queue(lambda queue: queue.counters.dead))
+        self.counter_from("diswoot_queue_store_retries_total",
+                          "Times a queue's bookkeeping (a job's end, retry or dead letter) could "
+                          "not be stored (disk, I/O, lock) and was tried again", ["queue"],
+                          per_queue(lambda queue: queue.counters.store_retries))
         self.counter_from("diswoot_failures_total", "Failed job attempts by queue and kind",
                           ["queue", "kind"], failures)
         self.counter_from("diswoot_store_batches_total",

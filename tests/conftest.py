@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+import trio
+import trio.testing
 
 from diswoot.store import db as store_db
 
@@ -34,3 +36,10 @@ def sqlite_off_trio_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert ThreadCheckingConnection.violations == [], (
         "SQLite statements ran on the trio thread: " + repr(ThreadCheckingConnection.violations)
     )
+
+
+@pytest.fixture
+def idle_jump_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only after 20 ms of real idleness: the store's worker threads
+    (SQLite calls) finish first, so a jump never lands while a call is under way."""
+    return trio.testing.MockClock(autojump_threshold=0.02)

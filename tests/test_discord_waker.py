@@ -18,13 +18,6 @@ BACKOFF = 100.0  # longer than any outage here: only a wake-up runs the job befo
 SLACK = 2 * GATEWAY_POLL_SECONDS + 1.0  # the poll, and one more should a jump land mid-step
 
 
-@pytest.fixture
-def clock() -> trio.testing.MockClock:
-    """Virtual time that jumps only after 20 ms of real idleness: the store's worker threads
-    (SQLite calls) finish first, so a jump never lands while a call is under way."""
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
 async def run_with_outage(
     tmp_path: Path, gateway: GatewayStatus, outage: list[tuple[float, str]]
 ) -> list[float]:
@@ -57,7 +50,7 @@ async def run_with_outage(
 
 
 async def test_a_waiting_delivery_runs_when_discord_is_back(
-    tmp_path: Path, clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, idle_jump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = GatewayStatus(state="ready")
     caplog.set_level(logging.INFO, logger="diswoot.outbound")
@@ -69,7 +62,7 @@ async def test_a_waiting_delivery_runs_when_discord_is_back(
 
 
 async def test_the_first_ready_after_start_up_is_not_called_a_return(
-    tmp_path: Path, clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, idle_jump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = GatewayStatus(state="connecting")  # Discord was unreachable at start-up
     caplog.set_level(logging.INFO, logger="diswoot.outbound")
@@ -81,7 +74,7 @@ async def test_the_first_ready_after_start_up_is_not_called_a_return(
 
 
 async def test_a_gateway_that_stays_down_leaves_the_back_off_alone(
-    tmp_path: Path, clock: trio.testing.MockClock
+    tmp_path: Path, idle_jump_clock: trio.testing.MockClock
 ) -> None:
     gateway = GatewayStatus(state="ready")
     first, second = await run_with_outage(tmp_path, gateway, [(1.0, "disconnected")])

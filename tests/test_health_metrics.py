@@ -248,3 +248,4 @@ async def test_metrics_move_when_a_dm_is_forwarded_and_a_reply_delivered(
         assert after[("diswoot_discord_requests_total", ())] >= 1
         assert ("diswoot_discord_rate_limit_waits_total", ()) in after
         assert ("diswoot_retries_total", (("queue", "inbound"),)) in after
+        assert after[("diswoot_queue_store_retries_total", (("queue", "outbound"),))] == 0

@@ -272,31 +272,133 @@ async def test_jobs_waiting_behind_others_keep_their_payload_in_sqlite(
 
 
 async def test_a_job_submitted_while_the_queue_restarts_after_a_crash_runs_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    """The store refuses to record a failed attempt (a full disk): the queue's run crashes, and
-    its supervisor restarts it later.  A job submitted meanwhile is stored and waits."""
+    """A bug crashes the queue's run, and its supervisor restarts it later.  A job submitted
+    meanwhile is stored and waits; the job whose end was not recorded runs again."""
     handled: list[str] = []
     done = trio.Event()
 
     async def handler(job: Job) -> None:
         handled.append(job.dedupe_key)
-        if len(handled) == 1:
-            raise RetryLater("Chatwoot is down", delay=0.0)
         if len(handled) == 3:
             done.set()
 
-    def disk_full(*_: Any) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
+    def buggy_on_done(job: Job, _seconds: float) -> None:
+        if len(handled) == 1:
+            raise RuntimeError("a bug after the handler")
 
     async with open_store(tmp_path / "t.db") as store:
-        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        queue = JobQueue(store, "inbound", handler, backoff=instant, on_done=buggy_on_done)
         await queue.submit("message", "m1", "u1", {})
-        monkeypatch.setattr(q, "reschedule_job", disk_full)
-        with pytest.RaisesGroup(sqlite3.OperationalError, flatten_subgroups=True):
+        with pytest.RaisesGroup(RuntimeError, flatten_subgroups=True):
             with trio.fail_after(10):
                 await queue.run(trio.Event())
-        monkeypatch.undo()
         assert await queue.submit("message", "m2", "u2", {}) is not None  # no closed nursery
         await run_until(queue, done)
         assert sorted(handled) == ["m1", "m1", "m2"]
+
+
+@pytest.mark.parametrize(
+    ("write", "first_attempt", "end_state"),
+    [
+        ("finish_job", None, "done"),
+        ("reschedule_job", RetryLater("Chatwoot is down", delay=0.0), "done"),
+        ("bury_job", PermanentFailure("Chatwoot answered 422"), "dead"),
+    ],
+)
+async def test_bookkeeping_the_store_refuses_holds_its_lane_and_the_queue_runs_on(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    write: str,
+    first_attempt: Exception | None,
+    end_state: str,
+) -> None:
+    """A full disk refuses to record a job's end, retry or dead letter: the job stays at its
+    lane's head (the lane's next job waits behind it), other lanes go on, and the write is
+    tried again until the store takes it; no crash, nothing run twice that succeeded."""
+    disk_full = True
+    handled: list[str] = []
+    a_handled = trio.Event()
+    done = trio.Event()
+    stored = getattr(q, write)
+
+    def refusing(*args: Any) -> Any:
+        if disk_full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return stored(*args)
+
+    async def handler(job: Job) -> None:
+        nonlocal disk_full
+        handled.append(job.dedupe_key)
+        if job.dedupe_key == "a":
+            a_handled.set()
+            if first_attempt is not None and handled.count("a") == 1:
+                raise first_attempt
+        elif job.dedupe_key == "c":  # another lane, while a's lane waits for the store
+            await a_handled.wait()
+            await trio.sleep(0.05)
+            assert queue.counters.store_retries >= 1
+            disk_full = False
+        elif job.dedupe_key == "b":
+            done.set()
+
+    monkeypatch.setattr(q, write, refusing)
+    async with open_store(tmp_path / "t.db") as store:
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        for key, lane in (("a", "u1"), ("b", "u1"), ("c", "u2")):
+            await queue.submit("message", key, lane, {})
+        await run_until(queue, done)
+        rows = await store.call(q.list_jobs, ("pending", "done", "dead"))
+        states = {job.dedupe_key: job.state for job in rows}
+    runs_of_a = 1 if first_attempt is None or end_state == "dead" else 2
+    assert handled.count("a") == runs_of_a and handled.count("b") == 1
+    assert handled.index("c") < handled.index("b")  # b waited for a's bookkeeping
+    assert states == {"a": end_state, "b": "done", "c": "done"}
+    assert queue.counters.store_retries >= 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    refused = [m for m in warnings if m.startswith("could not store inbound")]
+    assert len(refused) == 1 and "kept in memory" in refused[0]
+
+
+async def test_a_rescan_the_store_refuses_is_tried_at_the_next_period(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    idle_jump_clock: trio.testing.MockClock,
+) -> None:
+    """The periodic look for re-queued jobs fails (an I/O error): logged, and the next period
+    picks them up; the queue does not crash."""
+    handled: list[str] = []
+    done = trio.Event()
+    pending_refs = q.pending_job_refs
+
+    async def handler(job: Job) -> None:
+        handled.append(job.dedupe_key)
+        done.set()
+
+    def io_error(*_: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    async with open_store(tmp_path / "t.db") as store:
+        dead = await store.call(q.add_job, "inbound", "a", "u", "message", {}, 1.0)
+        assert dead is not None
+        await store.call(q.bury_job, dead.id, "gave up", 2.0)
+        queue = JobQueue(store, "inbound", handler, backoff=instant)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(queue.run, stop)
+            monkeypatch.setattr(q, "pending_job_refs", io_error)
+            await store.call(q.requeue_dead, 3.0)  # `diswoot queue retry`
+            await trio.sleep(jobs_module.RESCAN_SECONDS + 1)
+            assert handled == []
+            monkeypatch.setattr(q, "pending_job_refs", pending_refs)
+            with trio.fail_after(jobs_module.RESCAN_SECONDS + 1):
+                await done.wait()
+            stop.set()
+    assert handled == ["a"]
+    assert any(
+        r.getMessage().startswith("inbound queue: could not look for re-queued jobs")
+        for r in caplog.records
+    )

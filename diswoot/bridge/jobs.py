@@ -5,7 +5,9 @@ it; jobs of one *lane* (a Discord user, a Chatwoot conversation) run one at a ti
 lanes run concurrently.  A handler's failure is classified once, by :func:`classify`:
 transient ones retry at the head of the lane with capped backoff for as long as it takes;
 permanent and malformed ones are dead-lettered at once (``diswoot queue`` lists them), so the
-lane moves on.  Nothing is dropped after N retries.
+lane moves on.  Nothing is dropped after N retries.  The queue's own bookkeeping (a job's end, a
+retry, a dead letter) that the store refuses (a full disk) is tried again with the job held at
+its lane's head (:func:`~diswoot.bridge.persist.until_stored`): the lane pauses, the queue runs on.
 """
 
 from __future__ import annotations
@@ -13,23 +15,25 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 import trio
 
 from diswoot.bridge.backoff import retry_delay
+from diswoot.bridge.persist import LOCAL_STORE_ERRORS, until_stored
 from diswoot.errors import UpstreamError
 from diswoot.store import Job, Store
 from diswoot.store import queries as q
 from diswoot.store.queries import JobRef as Waiting  # a job queued behind others, sans payload
 
 log = logging.getLogger("diswoot.jobs")
+T = TypeVar("T")
 
 RESCAN_SECONDS = 30.0
 READ_AHEAD = 4
@@ -72,7 +76,7 @@ class Failure:
 
 MALFORMED_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 """Raised by a handler reading a job whose payload lacks or mistypes what it needs."""
-LOCAL_TRANSIENT_ERRORS = (OSError, sqlite3.OperationalError, httpx.TransportError)
+LOCAL_TRANSIENT_ERRORS = (*LOCAL_STORE_ERRORS, httpx.TransportError)
 """Disk, database lock or network trouble that was not mapped by a client."""
 
 
@@ -120,6 +124,7 @@ class QueueCounters:
     done: int = 0
     retries: int = 0
     dead: int = 0
+    store_retries: int = 0  # bookkeeping writes the store refused and that were tried again
     failures_by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -228,7 +233,14 @@ class JobQueue:
                     with trio.move_on_after(RESCAN_SECONDS):
                         await stop.wait()
                     if not stop.is_set():
-                        await self._rescan()
+                        try:
+                            await self._rescan()
+                        except LOCAL_STORE_ERRORS as exc:
+                            log.warning(
+                                "%s queue: could not look for re-queued jobs (%s: %s); trying "
+                                "again in %.0fs", self.name, type(exc).__name__, exc,
+                                RESCAN_SECONDS,
+                            )
                 self._stopping = True
                 self.wake()
         finally:  # also after a crash: what is submitted until the restart waits in its lane
@@ -298,7 +310,8 @@ class JobQueue:
                 lambda entry: isinstance(entry, Waiting), itertools.islice(jobs, READ_AHEAD)
             )
         )
-        rows = await self.store.call(q.get_jobs, [entry.id for entry in waiting])
+        ids = [entry.id for entry in waiting]
+        rows = await self._store_call("a read of the lane's next jobs", q.get_jobs, ids)
         for index, entry in enumerate(waiting):
             row = rows.get(entry.id)
             if row is not None and row.state == "pending":
@@ -317,7 +330,9 @@ class JobQueue:
         if isinstance(result, FinishLater):
             self.store.defer(q.finish_job, job.id, self._clock(), result.result)
         elif not isinstance(result, Finished):
-            await self.store.call(q.finish_job, job.id, self._clock(), result)
+            await self._store_call(
+                f"the end of job {job.id}", q.finish_job, job.id, self._clock(), result
+            )
         self.counters.done += 1
         if self._on_done is not None:
             self._on_done(job, trio.current_time() - started)
@@ -342,7 +357,10 @@ class JobQueue:
     async def _retry(self, job: Job, error: str, delay: float | None, *, kind: str) -> None:
         attempts = job.attempts + 1
         wait = delay if delay is not None else self._backoff(attempts)
-        await self.store.call(q.reschedule_job, job.id, error, self._clock() + wait, self._clock())
+        now = self._clock()
+        await self._store_call(
+            f"a retry of job {job.id}", q.reschedule_job, job.id, error, now + wait, now
+        )
         self.counters.retries += 1
         self.counters.failures_by_kind[kind] = self.counters.failures_by_kind.get(kind, 0) + 1
         # keep the in-memory copy's attempt count in step with the row
@@ -355,12 +373,25 @@ class JobQueue:
         )
 
     async def _bury(self, job: Job, error: str, *, kind: str) -> None:
-        await self.store.call(q.bury_job, job.id, error, self._clock())
+        await self._store_call(
+            f"the dead letter of job {job.id}", q.bury_job, job.id, error, self._clock()
+        )
         self.counters.dead += 1
         self.counters.failures_by_kind[kind] = self.counters.failures_by_kind.get(kind, 0) + 1
         log.error(
             "%s job %s (%s) dead-lettered: %s (see `diswoot queue`)",
             self.name, job.id, job.kind, error,
+        )
+
+    async def _store_call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """One store call of the queue's bookkeeping, tried until the store takes it (the job
+        stays at its lane's head meanwhile; a crash instead would cancel every lane's work)."""
+
+        def count() -> None:
+            self.counters.store_retries += 1
+
+        return await until_stored(
+            partial(self.store.call, fn, *args), what=f"{self.name} {what}", log=log, on_retry=count
         )
 
 

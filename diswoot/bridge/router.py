@@ -15,7 +15,6 @@ what is left and returns.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -23,9 +22,9 @@ from typing import Any
 
 import trio
 
-from diswoot.bridge.backoff import retry_delay
 from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.interactions import InteractionRouter
+from diswoot.bridge.persist import until_stored
 from diswoot.context import Context
 from diswoot.gateway.events import (
     REJECT_HANDLER_ERROR,
@@ -45,9 +44,6 @@ log = logging.getLogger("diswoot.router")
 
 GROUP_MAX = 256
 """DMs waiting in the channel that are stored in one transaction, at most."""
-LOCAL_STORE_ERRORS = (OSError, sqlite3.OperationalError)
-"""The store's own trouble (disk, I/O, locks), never the data's: storing DMs is retried."""
-STORE_RETRY_BASE, STORE_RETRY_CAP = 0.1, 5.0
 
 
 @dataclass
@@ -163,34 +159,13 @@ async def _store_dms(ctx: Context, inbound: InboundBridge, dms: list[MessageCrea
 
 
 async def _until_stored(ctx: Context, what: str, store: Callable[[], Awaitable[object]]) -> None:
-    """Run ``store`` again, with a growing pause, for as long as it fails for the store's own
-    reason (a full disk, an I/O error, a locked database), until it works or the shutdown's
-    grace period ends; any other failure propagates.
+    """Run ``store`` until the store takes it (:func:`persist.until_stored`); any failure of the
+    data's own propagates.
 
-    Such a failure says nothing about the data: it stays in memory meanwhile, the router - and
-    through its channel the gateway - waits, and the gateway session is not saved past it
-    (:class:`Intake`).
+    Meanwhile the DMs stay in memory, the router - and through its channel the gateway - waits,
+    and the gateway session is not saved past them (:class:`Intake`).
     """
-    attempt = 0
-    while True:
-        try:
-            await store()
-        except LOCAL_STORE_ERRORS as exc:
-            attempt += 1
-            if attempt == 1:
-                log.warning(
-                    "could not store %s (%s: %s); kept in memory and tried again until the "
-                    "store works",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                )
-            ctx.metrics.dm_store_retries.inc()
-            await trio.sleep(retry_delay(attempt, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP))
-            continue
-        if attempt:
-            log.info("stored %s after %d tries", what, attempt + 1)
-        return
+    await until_stored(store, what=what, log=log, on_retry=ctx.metrics.dm_store_retries.inc)
 
 
 def _waiting(

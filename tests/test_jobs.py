@@ -358,7 +358,7 @@ async def test_bookkeeping_the_store_refuses_holds_its_lane_and_the_queue_runs_o
     assert states == {"a": end_state, "b": "done", "c": "done"}
     assert queue.counters.store_retries >= 1
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    refused = [m for m in warnings if m.startswith("could not store inbound")]
+    refused = [m for m in warnings if m.startswith("could not ") and "(inbound queue)" in m]
     assert len(refused) == 1 and "kept in memory" in refused[0]
 
 

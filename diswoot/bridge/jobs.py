@@ -311,7 +311,7 @@ class JobQueue:
             )
         )
         ids = [entry.id for entry in waiting]
-        rows = await self._store_call("a read of the lane's next jobs", q.get_jobs, ids)
+        rows = await self._store_call("read a lane's next jobs", q.get_jobs, ids)
         for index, entry in enumerate(waiting):
             row = rows.get(entry.id)
             if row is not None and row.state == "pending":
@@ -331,7 +331,7 @@ class JobQueue:
             self.store.defer(q.finish_job, job.id, self._clock(), result.result)
         elif not isinstance(result, Finished):
             await self._store_call(
-                f"the end of job {job.id}", q.finish_job, job.id, self._clock(), result
+                f"record the end of job {job.id}", q.finish_job, job.id, self._clock(), result
             )
         self.counters.done += 1
         if self._on_done is not None:
@@ -359,7 +359,7 @@ class JobQueue:
         wait = delay if delay is not None else self._backoff(attempts)
         now = self._clock()
         await self._store_call(
-            f"a retry of job {job.id}", q.reschedule_job, job.id, error, now + wait, now
+            f"record a retry of job {job.id}", q.reschedule_job, job.id, error, now + wait, now
         )
         self.counters.retries += 1
         self.counters.failures_by_kind[kind] = self.counters.failures_by_kind.get(kind, 0) + 1
@@ -374,7 +374,7 @@ class JobQueue:
 
     async def _bury(self, job: Job, error: str, *, kind: str) -> None:
         await self._store_call(
-            f"the dead letter of job {job.id}", q.bury_job, job.id, error, self._clock()
+            f"dead-letter job {job.id}", q.bury_job, job.id, error, self._clock()
         )
         self.counters.dead += 1
         self.counters.failures_by_kind[kind] = self.counters.failures_by_kind.get(kind, 0) + 1
@@ -391,7 +391,10 @@ class JobQueue:
             self.counters.store_retries += 1
 
         return await until_stored(
-            partial(self.store.call, fn, *args), what=f"{self.name} {what}", log=log, on_retry=count
+            partial(self.store.call, fn, *args),
+            what=f"{what} ({self.name} queue)",
+            log=log,
+            on_retry=count,
         )
 
 

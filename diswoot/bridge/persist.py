@@ -34,8 +34,8 @@ async def until_stored(
 ) -> T:
     """Run ``write`` until it does not fail with :data:`LOCAL_STORE_ERRORS`; its result.
 
-    The first failure is logged as a warning naming ``what``, the eventual success after
-    failures as info; ``on_retry`` is called before each pause (a metric).
+    ``what`` says what it does ("store 2 DM(s)"): the first failure is logged as a warning, the
+    eventual success as info; ``on_retry`` is called before each pause (a metric).
     """
     attempt = 0
     while True:
@@ -45,8 +45,8 @@ async def until_stored(
             attempt += 1
             if attempt == 1:
                 log.warning(
-                    "could not store %s (%s: %s); kept in memory and tried again until the "
-                    "store works",
+                    "could not %s (%s: %s); kept in memory and tried again until the store "
+                    "works",
                     what,
                     type(exc).__name__,
                     exc,
@@ -55,5 +55,5 @@ async def until_stored(
             await trio.sleep(retry_delay(attempt, base=RETRY_BASE, cap=RETRY_CAP))
             continue
         if attempt:
-            log.info("stored %s after %d tries", what, attempt + 1)
+            log.info("the store works again: did %s after %d tries", what, attempt + 1)
         return result

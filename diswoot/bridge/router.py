@@ -127,9 +127,10 @@ async def _route(
             intake.busy += 1
             nursery.start_soon(_text_command, ctx, event, interactions, intake)
         case MessageUpdate():
-            await _until_stored(ctx, "an edit of a DM", partial(inbound.accept_edit, event))
+            await _until_stored(ctx, "store an edit of a DM", partial(inbound.accept_edit, event))
         case MessageDelete():
-            await _until_stored(ctx, "a deletion of a DM", partial(inbound.accept_delete, event))
+            delete = partial(inbound.accept_delete, event)
+            await _until_stored(ctx, "store a deletion of a DM", delete)
         case TypingStart():
             inbound.user_typing(event)
         case InteractionCreate():
@@ -152,7 +153,7 @@ async def _store_dms(ctx: Context, inbound: InboundBridge, dms: list[MessageCrea
     own failures are waited out (:func:`_until_stored`).
     """
     try:
-        await _until_stored(ctx, f"{len(dms)} DM(s)", partial(inbound.accept_messages, dms))
+        await _until_stored(ctx, f"store {len(dms)} DM(s)", partial(inbound.accept_messages, dms))
     except Exception as exc:
         for event in dms:
             _handler_failed(ctx, event, exc)

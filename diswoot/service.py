@@ -34,6 +34,7 @@ import httpx
 import trio
 
 from diswoot import __version__, systemd
+from diswoot.bridge.chatwoot_probe import run_chatwoot_probe
 from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.interactions import InteractionRouter
 from diswoot.bridge.outbound import OutboundBridge
@@ -43,7 +44,6 @@ from diswoot.bridge.router import Intake, route_events
 from diswoot.chatwoot.client import ChatwootClient
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.chatwoot.inbox_cache import InboxCache
-from diswoot.chatwoot.probe import run_chatwoot_probe
 from diswoot.config import Config, read_environment
 from diswoot.context import Context
 from diswoot.errors import FatalConfigurationError

@@ -11,8 +11,8 @@ from typing import Any
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from diswoot.bridge.chatwoot_probe import probe_once
 from diswoot.bridge.jobs import QueueCounters
-from diswoot.chatwoot.probe import probe_once
 from diswoot.gateway.events import GatewayStatus
 from diswoot.health import Health
 from diswoot.metrics import CONTENT_TYPE, Metrics

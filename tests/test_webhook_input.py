@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from test_commands import world_with_user
 from test_webhook_endpoint import USER, reply_body, signed, stored_jobs
 
+from diswoot.gateway.interaction_body import check_interaction
 from diswoot.store import queries as q
 from diswoot.testing.harness import World, bridge_world
-from diswoot.webhook.interaction_body import check_interaction
-from diswoot.webhook.untrusted import MAX_DEPTH, BodyError, FieldError, parse_json
+from diswoot.untrusted import MAX_DEPTH, BodyError, FieldError, parse_json
 
 CEILING = 30
 PATH_TOKEN = "path-token-7f3a9c2e5b1d4f60a8c7e2b9d3f1a6c5"

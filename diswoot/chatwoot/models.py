@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from diswoot import untrusted as check
 from diswoot.chatwoot.hours import WorkingHours
-from diswoot.webhook import untrusted as check
 
 MESSAGE_TYPES = ("incoming", "outgoing", "activity", "template")
 """REST ``message_type`` integers index into this tuple (0 incoming ... 3 template)."""
@@ -178,7 +178,7 @@ def parse_webhook(body: Any) -> WebhookEvent | None:
     """Parse one webhook body; ``None`` for events the bridge does not use.
 
     Every field the bridge uses is checked: a missing id or a value of the wrong type raises
-    :class:`~diswoot.webhook.untrusted.FieldError` (a ``ValueError``) naming the field.
+    :class:`~diswoot.untrusted.FieldError` (a ``ValueError``) naming the field.
     """
     if not isinstance(body, Mapping):
         raise ValueError("webhook body is not a JSON object")

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diswoot.webhook.interaction_body import PING, check_interaction
-from diswoot.webhook.untrusted import FieldError
+from diswoot.gateway.interaction_body import PING, check_interaction
+from diswoot.untrusted import FieldError
 
 from .shapes import (
     MalformedEvent,

@@ -24,11 +24,11 @@ from diswoot.bridge.outbound import OutboundBridge
 from diswoot.chatwoot.signature import verify
 from diswoot.config import webhook_auth_problem
 from diswoot.context import Context
+from diswoot.gateway.interaction_body import PING, check_interaction
 from diswoot.metrics import CONTENT_TYPE
+from diswoot.untrusted import BodyError, FieldError, parse_json
 from diswoot.webhook.fast_path import WebhookFastPath, ignorable
-from diswoot.webhook.interaction_body import PING, check_interaction
 from diswoot.webhook.provenance import ConfirmationUnavailable, NotConfirmed, Provenance
-from diswoot.webhook.untrusted import BodyError, FieldError, parse_json
 
 if TYPE_CHECKING:
     from nacl.signing import VerifyKey

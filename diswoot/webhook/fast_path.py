@@ -23,7 +23,7 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 from diswoot.chatwoot.signature import verify
 from diswoot.config import Config
 from diswoot.metrics import Metrics
-from diswoot.webhook.untrusted import BodyError, parse_json
+from diswoot.untrusted import BodyError, parse_json
 
 IGNORED = json.dumps({"ok": True, "outcome": "ignored"}).encode()
 Accept = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], int]]]

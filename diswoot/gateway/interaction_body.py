@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from diswoot.webhook import untrusted as check
+from diswoot import untrusted as check
 
 PING = 1
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,1000}")
@@ -22,7 +22,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,1000}")
 def check_interaction(body: Mapping[str, Any]) -> int:
     """The interaction's type, after checking the fields used to answer it.
 
-    Raises :class:`~diswoot.webhook.untrusted.FieldError` naming the first bad field.
+    Raises :class:`~diswoot.untrusted.FieldError` naming the first bad field.
     """
     kind = body.get("type")
     if isinstance(kind, bool) or not isinstance(kind, int):

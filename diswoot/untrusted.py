@@ -1,9 +1,11 @@
-"""Untrusted JSON from the HTTP edge: bounded parsing, and field checks that name the field.
+"""Untrusted JSON (webhooks, interactions, gateway events): bounded parsing, and field checks
+that name the field.
 
 :func:`parse_json` refuses what ``json.loads`` accepts but the bridge must not store or forward
 (nesting deeper than :data:`MAX_DEPTH`, NaN/Infinity, unpaired surrogates).  The field helpers
 return a value of the expected type or raise :class:`FieldError`, whose message names the field
-(``field 'conversation.id' must be an integer``); the webhook app answers it with a 400.
+(``field 'conversation.id' must be an integer``); the webhook app answers it with a 400, the
+gateway rejects the event.
 """
 
 from __future__ import annotations

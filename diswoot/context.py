@@ -34,7 +34,6 @@ class Context:
     health: Health
     gateway: GatewayStatus
     presence_tx: trio.MemorySendChannel[Presence]
-    bot_user_id: str | None = None
     application_id: str | None = None
     clock: Callable[[], float] = field(default=time.time)
 

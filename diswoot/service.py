@@ -126,16 +126,21 @@ async def _run(
         http_client(DISCORD_CONNECTIONS) as discord_http,
         http_client(CHATWOOT_CONNECTIONS) as chatwoot_http,
     ):
-        ctx = await _build_context(cfg, store, discord_http, chatwoot_http)
+        presence_tx, presence_rx = trio.open_memory_channel[Presence](8)
+        ctx = await _build_context(cfg, store, discord_http, chatwoot_http, presence_tx)
         try:
-            await _run_services(ctx, stop, startup, task_status)
+            await _run_services(ctx, presence_rx, stop, startup, task_status)
         finally:
             with trio.CancelScope(shield=True):
                 await ctx.plugins.aclose()
 
 
 async def _build_context(
-    cfg: Config, store: Store, discord_http: httpx.AsyncClient, chatwoot_http: httpx.AsyncClient
+    cfg: Config,
+    store: Store,
+    discord_http: httpx.AsyncClient,
+    chatwoot_http: httpx.AsyncClient,
+    presence_tx: trio.MemorySendChannel[Presence],
 ) -> Context:
     discord = DiscordRest(
         discord_http, base_url=cfg.discord_api_base_url, token=cfg.discord_token
@@ -148,7 +153,6 @@ async def _build_context(
         api_token=cfg.chatwoot_api_token,
     )
     gateway_status = GatewayStatus()
-    presence_tx, _ = trio.open_memory_channel[Presence](0)  # replaced in _run_services
     return Context(
         cfg=cfg,
         store=store,
@@ -165,14 +169,13 @@ async def _build_context(
 
 async def _run_services(
     ctx: Context,
+    presence_rx: trio.MemoryReceiveChannel[Presence],
     stop: trio.Event,
     startup: _Startup,
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
     cfg = ctx.cfg
     events_tx, events_rx = trio.open_memory_channel[GatewayEvent](64)
-    presence_tx, presence_rx = trio.open_memory_channel[Presence](8)
-    ctx.presence_tx = presence_tx
     status = systemd.StatusReporter()
     ctx.gateway.on_change = lambda gw: _report_status(ctx, status)
     ctx.health.on_change = lambda: _report_status(ctx, status)

@@ -136,7 +136,6 @@ async def _route(
         case InteractionCreate():
             nursery.start_soon(_contained, ctx, event, interactions.handle_gateway, event.data)
         case Ready():
-            ctx.bot_user_id = event.user_id
             ctx.application_id = event.application_id or ctx.application_id
             log.info("gateway ready as %s (fresh session)", event.tag)
             inbound.session_started(nursery)  # the backfill (it never raises)

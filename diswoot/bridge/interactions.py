@@ -36,6 +36,7 @@ from diswoot.bridge.commands import (
 )
 from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.outbound import OutboundBridge
+from diswoot.bridge.recent import RecentIds
 from diswoot.chatwoot.errors import ChatwootUnavailable
 from diswoot.context import Context
 from diswoot.gateway.events import MessageCreate
@@ -50,6 +51,7 @@ DEFER_AFTER = 1.5
 within Discord's 3 s."""
 PENDING_DM_WAIT = 5.0  # seconds a command waits for the user's queued DMs to reach Chatwoot
 HTTP_ANSWER_TIMEOUT = 3.0
+HANDLED_REMEMBERED = 4096  # interaction ids kept to answer a repeat with nothing
 EPHEMERAL = 1 << 6
 CONTEXT_BOT_DM = 1
 # Interaction types (discord-api.md §2.2) and callback types (§3.1)
@@ -113,7 +115,17 @@ class InteractionRouter:
         self.outbound = outbound
         self.commands = Commands(ctx, inbound.tickets)
         self.defer_after = DEFER_AFTER
+        self._handled = RecentIds(HANDLED_REMEMBERED)
         inbound.command_runner = self.run_queued_command
+
+    def first_time(self, interaction_id: str) -> bool:
+        """True the first time an interaction id is seen (Discord sends each once; a repeat is
+        a replayed request or a RESUME's replay, answered with nothing)."""
+        if interaction_id in self._handled:
+            self._count("repeated")
+            return False
+        self._handled.add(interaction_id)
+        return True
 
     # ------------------------------------------------------------------ text commands
     def is_text_command(self, event: MessageCreate) -> bool:
@@ -198,6 +210,9 @@ class InteractionRouter:
 
         Never raises: it runs in the router's nursery, beside every other event.
         """
+
+        if not self.first_time(str(data["id"])):
+            return
 
         async def send_initial(body: dict[str, Any]) -> None:
             await self.ctx.discord.create_interaction_response(

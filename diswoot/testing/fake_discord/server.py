@@ -127,9 +127,12 @@ class FakeDiscord(DiscordRoutes):
                 raise error_reply(400, 50035, "Invalid Form Body", {"_spec": violations})
             match = op.regex.match(path)
             assert match is not None
-            status, result = await self._route(
-                op.operation_id, match.groupdict(), query, json_body, files
-            )
+            # path parameters arrive percent-decoded, as on any HTTP server; an emoji is
+            # kept raw because its encoding is what the reaction routes check
+            params = {
+                k: v if k == "emoji_name" else unquote(v) for k, v in match.groupdict().items()
+            }
+            status, result = await self._route(op.operation_id, params, query, json_body, files)
         except Reply as reply:
             status, result = reply.status, reply.body
             rate_headers.update(reply.headers)

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from diswoot import __version__
+from diswoot import __version__, early_signals
 from diswoot.config import (
     EX_CONFIG,
     Config,
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command == "run":
+        early_signals.install()  # the `diswoot` script; `python -m diswoot` did already
+    else:
+        early_signals.uninstall()
     if command == "sandbox":
         from diswoot.sandbox import main as sandbox_main
 

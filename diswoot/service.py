@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import trio
 
-from diswoot import __version__, systemd
+from diswoot import __version__, early_signals, systemd
 from diswoot.bridge.chatwoot_probe import run_chatwoot_probe
 from diswoot.bridge.inbound import InboundBridge
 from diswoot.bridge.interactions import InteractionRouter
@@ -98,6 +98,10 @@ async def run(
     stop = trio.Event()
     startup = _Startup(trio.CancelScope())
     with _signal_receiver(handle_signals) as signals:
+        early = early_signals.received() if handle_signals else None
+        if early is not None:  # before the loop listened (python -m diswoot remembered it)
+            log.info("received %s during start-up; stopping", signal.Signals(early).name)
+            return
         async with trio.open_nursery() as nursery:
             if signals is not None:
                 nursery.start_soon(_watch_signals, signals, stop, startup)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from diswoot import __version__
@@ -111,6 +112,20 @@ async def test_starts_answers_health_and_exits_zero_on_sigterm(tmp_path: Path) -
         assert proc.returncode == 0
         assert await world.health() is None  # nothing listens any more
     assert (tmp_path / "diswoot.db").exists()
+
+
+@pytest.mark.parametrize("after", [0.3, 0.7, 1.2])
+async def test_sigterm_during_the_imports_and_start_up_exits_zero(
+    tmp_path: Path, after: float
+) -> None:
+    """The daemon's modules take about a second to import: a SIGTERM then is remembered and
+    ends the start-up (exit 0), never the default 143 of a process without a handler."""
+    async with fakes(tmp_path) as world, daemon_process(world.cfg) as proc:
+        await trio.sleep(after)
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(START_TIMEOUT):
+            await proc.wait()
+        assert proc.returncode == 0
 
 
 async def test_a_dm_reaches_chatwoot_and_the_reply_comes_back(tmp_path: Path) -> None:

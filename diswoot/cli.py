@@ -19,6 +19,7 @@ import trio
 
 from diswoot import __version__, early_signals
 from diswoot.config import (
+    DEFAULT_DB_PATH,
     EX_CONFIG,
     Config,
     ConfigError,
@@ -79,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if explicit and not env_file.is_file():
             raise ConfigError([f"{env_file}: no such file"])
         env = read_environment(dotenv=env_file)
+        if command == "queue":  # the database is all it needs: no credentials
+            db_path = Path(env.get("DISWOOT_DB_PATH", "").strip() or DEFAULT_DB_PATH)
+            if not db_path.exists():
+                print(f"no database at {db_path} (check DISWOOT_DB_PATH): nothing is queued")
+                return 0
+            return trio.run(queue_cli, db_path, args.action, args.ids)
         cfg = load_config(env, dotenv=None)
         problem = webhook_auth_problem(cfg) if command == "run" else None
         if problem is not None:
@@ -100,8 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diswoot.check import check_cli, environment_notes
 
         return check_cli(cfg, notes=environment_notes(env, env_file))
-    if command == "queue":
-        return trio.run(queue_cli, cfg, args.action, args.ids)
     raise AssertionError(command)
 
 
@@ -135,15 +140,12 @@ def run_daemon(cfg: Config) -> int:
     return 0
 
 
-async def queue_cli(cfg: Config, action: str, ids: list[int]) -> int:
+async def queue_cli(db_path: Path, action: str, ids: list[int]) -> int:
     from diswoot.bridge.jobs import RESCAN_SECONDS
     from diswoot.store import open_store
     from diswoot.store import queries as q
 
-    if not cfg.db_path.exists():
-        print(f"no database at {cfg.db_path} (check DISWOOT_DB_PATH): nothing is queued")
-        return 0
-    async with open_store(cfg.db_path) as store:
+    async with open_store(db_path) as store:
         if action == "retry":
             jobs = await store.call(q.requeue_dead, time.time(), ids or None)
             print(f"re-queued {len(jobs)} dead-lettered job(s); a running daemon picks them up"

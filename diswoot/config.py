@@ -19,6 +19,7 @@ from diswoot import config_values as v
 from diswoot.envfile import EnvFileError, parse_dotenv, read_env_file
 
 EX_CONFIG = 78
+DEFAULT_DB_PATH = "data/diswoot.db"
 
 SECRET_VARIABLES = frozenset(
     {
@@ -63,7 +64,7 @@ class Config:
     webhook_path_token: str = ""
     webhook_allow_unauthenticated: bool = False
     chatwoot_media_hosts: tuple[str, ...] = ()
-    diswoot_db_path: str = "data/diswoot.db"
+    diswoot_db_path: str = DEFAULT_DB_PATH
     log_level: str = "INFO"
 
     # Branding

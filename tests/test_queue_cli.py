@@ -50,10 +50,14 @@ async def jobs_in(db: Path, state: str) -> list[Job]:
         return await store.call(q.list_jobs, (state,))
 
 
-async def diswoot(tmp_path: Path, db: Path, *args: str) -> str:
-    """Run ``python -m diswoot ARGS`` with a valid environment; returns stdout (exit 0 asserted)."""
+async def diswoot(tmp_path: Path, db: Path, *args: str, credentials: bool = True) -> str:
+    """Run ``python -m diswoot ARGS`` with a valid environment (or only DISWOOT_DB_PATH);
+    returns stdout (exit 0 asserted)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "CHATWOOT_"))}
-    env.update(config_environment(test_config(diswoot_db_path=str(db))))
+    if credentials:
+        env.update(config_environment(test_config(diswoot_db_path=str(db))))
+    else:
+        env["DISWOOT_DB_PATH"] = str(db)
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
             [sys.executable, "-m", "diswoot", *args], env=env, cwd=tmp_path,
@@ -145,3 +149,13 @@ def test_ages_are_human_readable() -> None:
     long_error = format_jobs([job.__class__(**{**job.__dict__, "last_error": "x" * 500})],
                              now=1000.0)
     assert len(long_error.splitlines()[1]) < 160
+
+
+async def test_queue_needs_only_the_database_path(tmp_path: Path) -> None:
+    """An operator inspecting the queue on a host without the credentials in the shell."""
+    db = tmp_path / "diswoot.db"
+    ids = await seed(db)
+    output = await diswoot(tmp_path, db, "queue", credentials=False)
+    assert str(ids["dead"]) in table(output)
+    output = await diswoot(tmp_path, tmp_path / "none.db", "queue", credentials=False)
+    assert output.startswith("no database at")

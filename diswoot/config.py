@@ -89,9 +89,7 @@ class Config:
     resolved_message: str = (
         "Your support ticket has been resolved. DM us again to reopen it."
     )
-    reopened_message: str = (
-        "Your support ticket has been reopened. An agent will be with you shortly."
-    )
+    reopened_message: str = "Your support ticket has been reopened."  # the original's
     greeting_enabled: bool = True
     greeting_message: str = (
         "Thanks for reaching out! A support agent will get back to you as soon as possible."
@@ -105,7 +103,7 @@ class Config:
     pending_message: str = "Your ticket is queued and will be assigned to an agent shortly."
 
     # Ticket lifecycle and working hours
-    reopen_window_hours: int = 0
+    reopen_window_hours: float = 0
     outside_hours_behavior: bool = True
     outside_hours_fallback_message: str = "Our support team is currently offline."
 
@@ -161,7 +159,7 @@ REQUIRED = (
 # could not be meant.
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "DISCORD_TOKEN": v.parse_token,
-    "DISCORD_CLIENT_ID": v.parse_snowflake,
+    "DISCORD_CLIENT_ID": v.parse_application_id,
     "CHATWOOT_BASE_URL": v.url_parser(required=True),
     "CHATWOOT_ACCOUNT_ID": v.int_parser(1),
     "CHATWOOT_API_TOKEN": v.parse_secret,
@@ -183,8 +181,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "COLOR_DANGER": v.parse_colour,
     "COLOR_WARNING": v.parse_colour,
     "COLOR_INFO": v.parse_colour,
-    # the presence is recomputed locally (and on every inbox change): 1 s .. 1 day
-    "PRESENCE_POLL_INTERVAL_MS": v.int_parser(1000, 86_400_000),
+    # the presence is recomputed locally (and on every inbox change): 0.1 s .. 1 day
+    "PRESENCE_POLL_INTERVAL_MS": v.int_parser(100, 86_400_000),
     # trimmed: gateway.events.Presence counts the bytes of exactly what is sent
     "PRESENCE_ONLINE_TEXT": v.text_parser(
         v.PRESENCE_TEXT_MAX, "Discord's custom status", strip=True
@@ -204,9 +202,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "CSAT_COMMENT_PLACEHOLDER": v.text_parser(v.PLACEHOLDER_MAX, "a text input's placeholder"),
     "SNOOZED_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
     "PENDING_MESSAGE": v.text_parser(v.EMBED_DESCRIPTION_MAX, "an embed description"),
-    # a window of more than a year would mean "always reopen", which 0 already says
-    "REOPEN_WINDOW_HOURS": v.int_parser(0, 8760),
-    "OUTSIDE_HOURS_BEHAVIOR": v.parse_bool,
+    # hours, fractions too (as the original's Number()); more than a year would mean "always
+    # reopen", which 0 already says
+    "REOPEN_WINDOW_HOURS": v.hours_parser(8760),
+    "OUTSIDE_HOURS_BEHAVIOR": v.parse_outside_hours,
     "OUTSIDE_HOURS_FALLBACK_MESSAGE": v.text_parser(
         v.EMBED_DESCRIPTION_MAX, "an embed description"
     ),
@@ -214,15 +213,18 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "SINGLTY_API_KEY": v.parse_secret,
     # a backfill replays every DM of the look-back as new messages: at most 30 days
     "BACKFILL_HOURS": v.int_parser(1, 720, zero_disables=True),
-    # each sweep lists conversations from Chatwoot: not more often than every 10 s
-    "RECONCILE_INTERVAL_SECONDS": v.int_parser(10, 86_400, zero_disables=True),
+    # each sweep lists recently updated conversations from Chatwoot (one request, more only
+    # for conversations with undelivered replies)
+    "RECONCILE_INTERVAL_SECONDS": v.int_parser(1, 86_400, zero_disables=True),
     # a sanity bound: Discord's largest upload tier (Nitro) is 500 MB, so a larger cap is a typo
     "ATTACHMENT_MAX_MB": v.int_parser(1, 500),
     "DISCORD_UPLOAD_LIMIT_MB": v.int_parser(1, v.DISCORD_UPLOAD_MAX_MB),
 }
 
 # Texts where a blank value is meaningful ("leave blank to disable") and must be kept.
-_BLANK_DISABLES = frozenset({"SNOOZED_MESSAGE", "PENDING_MESSAGE", "CONFIRM_EMOJI"})
+_BLANK_DISABLES = frozenset(
+    {"RESOLVED_MESSAGE", "REOPENED_MESSAGE", "SNOOZED_MESSAGE", "PENDING_MESSAGE", "CONFIRM_EMOJI"}
+)
 
 
 def read_environment(

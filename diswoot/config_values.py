@@ -47,7 +47,7 @@ DISCORD_UPLOAD_MAX_MB = 10
 CHATWOOT_DEFAULT_UPLOAD_MB = 40
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{6})")
-_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
+_APPLICATION_ID = re.compile(r"[0-9]{1,20}")  # a snowflake: a 64-bit unsigned integer
 _HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # A value that starts with "#" or holds a " # ": most likely a comment pasted after KEY=.
@@ -61,6 +61,33 @@ def parse_bool(raw: str) -> bool:
     if low in ("false", "0", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def parse_outside_hours(raw: str) -> bool:
+    """OUTSIDE_HOURS_BEHAVIOR: true (accept and notify) or false (deny); the original's
+    README also calls them "allow" and "deny"."""
+    low = raw.strip().lower()
+    if low in ("allow", "deny"):
+        return low == "allow"
+    try:
+        return parse_bool(low)
+    except ValueError:
+        raise ValueError("expected true (allow) or false (deny)") from None
+
+
+def hours_parser(maximum: float) -> Callable[[str], float]:
+    """A number of hours from 0 to ``maximum``, fractions allowed (``0.5``)."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number of hours from 0 to {maximum:g}") from None
+        if not 0 <= value <= maximum:  # also NaN
+            raise ValueError(f"expected a number of hours from 0 to {maximum:g}")
+        return value
+
+    return parse
 
 
 def int_parser(
@@ -134,10 +161,10 @@ def text_parser(limit: int, where: str, *, strip: bool = False) -> Callable[[str
     return parse
 
 
-def parse_snowflake(raw: str) -> str:
+def parse_application_id(raw: str) -> str:
     value = raw.strip()
-    if not _SNOWFLAKE.fullmatch(value):
-        raise ValueError("expected a Discord application id (a 15-21 digit number)")
+    if not _APPLICATION_ID.fullmatch(value) or int(value) == 0 or int(value) >= 2**64:
+        raise ValueError("expected a Discord application id (a number, as the portal shows it)")
     return value
 
 
@@ -276,18 +303,20 @@ __all__ = [
     "PLACEHOLDER_MAX",
     "PRESENCE_TEXT_MAX",
     "URL_MAX",
+    "hours_parser",
     "int_parser",
     "is_unicode_emoji",
     "looks_like_comment",
+    "parse_application_id",
     "parse_bool",
     "parse_colour",
     "parse_emoji",
     "parse_hosts",
     "parse_log_level",
+    "parse_outside_hours",
     "parse_path_token",
     "parse_public_key",
     "parse_secret",
-    "parse_snowflake",
     "parse_token",
     "text_parser",
     "url_parser",

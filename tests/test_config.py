@@ -258,10 +258,11 @@ def test_texts_are_limited_to_what_discord_accepts(name: str, limit: int) -> Non
 
 
 NUMBER_LIMITS = [
-    ("PRESENCE_POLL_INTERVAL_MS", ["1000", "86400000"], ["999", "86400001"]),
-    ("REOPEN_WINDOW_HOURS", ["0", "8760"], ["-1", "8761"]),
+    ("PRESENCE_POLL_INTERVAL_MS", ["100", "86400000"], ["99", "86400001", "1.5"]),
+    ("REOPEN_WINDOW_HOURS", ["0", "0.5", "8760"], ["-1", "8761", "nan", "inf", "1h"]),
     ("BACKFILL_HOURS", ["0", "1", "720"], ["-1", "721"]),
-    ("RECONCILE_INTERVAL_SECONDS", ["0", "10", "86400"], ["5", "86401"]),
+    ("RECONCILE_INTERVAL_SECONDS", ["0", "1", "86400"], ["-1", "86401"]),
+    ("DISCORD_CLIENT_ID", ["1", "18446744073709551615"], ["0", "18446744073709551616", "x1"]),
     ("WEBHOOK_PORT", ["0", "65535"], ["-1", "65536"]),
     ("ATTACHMENT_MAX_MB", ["1", "500"], ["0", "501"]),
     ("DISCORD_UPLOAD_LIMIT_MB", ["1", "10"], ["0", "11"]),
@@ -332,3 +333,22 @@ def test_the_harness_environment_is_a_valid_configuration() -> None:
     """Daemon subprocesses in the tests get their settings through config_environment()."""
     cfg = test_config(webhook_secret="s", chatwoot_media_hosts=("files.example.com",))
     assert load_config(config_environment(cfg), dotenv=None) == cfg
+
+
+@pytest.mark.parametrize(
+    ("raw", "accepts"),
+    [("true", True), ("allow", True), ("ALLOW", True), ("false", False), ("deny", False)],
+)
+def test_outside_hours_behavior_takes_the_originals_words_too(raw: str, accepts: bool) -> None:
+    """The original's README says "allow" and "deny" for true and false."""
+    cfg = load_config({**VALID, "OUTSIDE_HOURS_BEHAVIOR": raw}, dotenv=None)
+    assert cfg.outside_hours_behavior is accepts
+
+
+def test_blank_resolved_and_reopened_messages_are_kept_blank() -> None:
+    """As in the original, a blank text turns that notice off (not back to the default)."""
+    cfg = load_config({**VALID, "RESOLVED_MESSAGE": "", "REOPENED_MESSAGE": " "}, dotenv=None)
+    assert (cfg.resolved_message.strip(), cfg.reopened_message.strip()) == ("", "")
+    assert load_config(VALID, dotenv=None).reopened_message == (
+        "Your support ticket has been reopened."
+    )

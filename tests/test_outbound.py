@@ -221,12 +221,14 @@ async def test_status_transitions_send_their_notices(tmp_path: Path) -> None:
             assert_no_violations(world)
 
 
-async def test_blank_snoozed_and_pending_messages_disable_those_notices(tmp_path: Path) -> None:
+async def test_blank_status_messages_disable_those_notices(tmp_path: Path) -> None:
+    blank = {"snoozed_message": "", "pending_message": " ", "resolved_message": "",
+             "reopened_message": "", "csat_enabled": False}
     with trio.fail_after(CEILING):
-        async with bridge_world(tmp_path, snoozed_message="", pending_message=" ") as world:
+        async with bridge_world(tmp_path, **blank) as world:
             cid = await agent_conversation(world)
-            await world.chatwoot.set_status(cid, "snoozed")
-            await world.chatwoot.set_status(cid, "pending")
+            for status in ("snoozed", "pending", "resolved", "open"):
+                await world.chatwoot.set_status(cid, status)
             await world.chatwoot.agent_reply(cid, "marker")
             await world.wait_for(lambda: texts(world))
             assert texts(world) == ["marker"]

@@ -210,13 +210,13 @@ class OutboundBridge:
         parts: list[dict[str, Any]] = []
         kinds: list[str] = []
         if status == "resolved":
-            if not p.get("closed_by_user"):
+            if not p.get("closed_by_user") and cfg.resolved_message.strip():
                 parts.append({"embeds": [embeds.resolved_embed(cfg, cfg.resolved_message)]})
                 kinds.append("resolved")
             if await self._csat_wanted(cid):
                 parts.append(embeds.csat_prompt(cfg, cid))
                 kinds.append("csat_prompt")
-        elif status == "open" and previous in _OPEN_REASONS:
+        elif status == "open" and previous in _OPEN_REASONS and cfg.reopened_message.strip():
             reason = _OPEN_REASONS[previous]
             parts.append(
                 {"embeds": [embeds.reopened_embed(cfg, cfg.reopened_message, reason=reason)]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_outbound import CEILING, agent_conversation, assert_no_violations, texts
+from test_outbound import CEILING, USER, agent_conversation, assert_no_violations, texts
 
 from diswoot.bridge.reconcile import is_deliverable
 from diswoot.store import queries as q
@@ -184,3 +184,46 @@ def test_only_public_undeleted_agent_replies_are_deliverable() -> None:
     assert not is_deliverable({**reply, "content": " ", "attachments": []})
     assert is_deliverable({**reply, "content": None, "attachments": [{"id": 1}]})
     assert not is_deliverable({**reply, "message_type": "bogus"})
+
+
+async def test_a_conversation_the_sweep_maps_keeps_the_contacts_source_id(tmp_path: Path) -> None:
+    """An agent starts a conversation while no webhook reaches the daemon; the sweep maps it
+    from the REST shape (no top-level contact_inbox: chatwoot-api.md).  The user's next DM
+    goes to that conversation through the same contact_inbox, not a second one."""
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            world.discord.add_user(USER, "alice")
+            fake, client = world.chatwoot, world.daemon.ctx.chatwoot
+            urls, fake.webhook_urls = fake.webhook_urls, []  # the daemon hears nothing
+            contact = await client.create_contact(name="alice", identifier=f"discord:{USER}")
+            conversation = await client.create_conversation(
+                contact_id=contact.id, source_id=contact.source_id
+            )
+            fake.webhook_urls = urls
+            cid = int(conversation["id"])
+            await first_sweep(world)
+            await fake.agent_reply(cid, "we noticed your order", deliver=False)
+            assert (await world.daemon.outbound.reconciler.sweep()).recovered == 1
+            await world.wait_for(lambda: texts(world) == ["we noticed your order"])
+            world.discord.user_sends(USER, "thanks")
+            await world.wait_for(
+                lambda: any(m["content"] == "thanks" for m in fake.messages.values())
+            )
+            [dm] = [m for m in fake.messages.values() if m["content"] == "thanks"]
+            assert dm["conversation_id"] == cid
+            assert len(fake.contact_inboxes) == 1
+            user = await world.daemon.ctx.store.user(USER)
+            assert user is not None and user.source_id == contact.source_id
+            assert_no_violations(world)
+
+
+def test_the_source_id_is_read_from_webhook_and_rest_shapes() -> None:
+    """Webhooks carry ``contact_inbox`` at the top; REST conversations only inside
+    ``messages[0].conversation`` (chatwoot-api.md), or not at all before a first message."""
+    from diswoot.bridge.webhook_intake import _source_id
+
+    assert _source_id({"contact_inbox": {"source_id": "abc"}}) == "abc"
+    rest = {"messages": [{"conversation": {"contact_inbox": {"source_id": "def"}}}]}
+    assert _source_id(rest) == "def"
+    for shape in ({}, {"messages": []}, {"messages": "x"}, {"contact_inbox": {"source_id": 5}}):
+        assert _source_id(shape) is None

@@ -94,14 +94,16 @@ class Contacts:
     async def _contact_inbox(
         self, discord_id: str, contact_id: int, attempt: Attempt | None
     ) -> str:
-        """Our inbox's source_id for a known contact: created, or found after a lost answer."""
+        """Our inbox's source_id for a known contact whose source_id we lack (mapped from a
+        conversation that did not show it, or an earlier answer lost): the one the contact has
+        in our inbox, else a new one.  A second contact_inbox would split the user's tickets
+        (a locked inbox reuses the conversation of *its* contact_inbox)."""
         chatwoot = self.ctx.chatwoot
-        if attempt is not None and attempt.began("contact_inbox") is not None:
-            found = await chatwoot.find_contact_by_identifier(contact_identifier(discord_id))
-            if found is not None and int(found["id"]) == contact_id:
-                source_id = self._our_source_id(found)
-                if source_id is not None:
-                    return source_id
+        found = await chatwoot.find_contact_by_identifier(contact_identifier(discord_id))
+        if found is not None and int(found["id"]) == contact_id:
+            source_id = self._our_source_id(found)
+            if source_id is not None:
+                return source_id
         if attempt is not None:
             await attempt.begin("contact_inbox")
         return await chatwoot.create_contact_inbox(contact_id)

@@ -301,13 +301,13 @@ class WebhookIntake:
             return None
         sender = _mapping(_mapping(conversation.get("meta")).get("sender"))
         contact_id = sender.get("id")
-        source_id = _mapping(conversation.get("contact_inbox")).get("source_id")
+        source_id = _source_id(conversation)
         await store.call(
             q.adopt_conversation,
             conversation_id,
             discord_id,
             contact_id if isinstance(contact_id, int) else None,
-            source_id if isinstance(source_id, str) else None,
+            source_id,
             self.ctx.clock(),
         )
         log.info("conversation %d mapped to Discord user %s", conversation_id, discord_id)
@@ -317,6 +317,18 @@ class WebhookIntake:
         match = _SURVEY_UUID.search(event.content or "")
         if match:
             await self.ctx.store.call(q.set_conversation_uuid, event.conversation_id, match[1])
+
+
+def _source_id(conversation: Mapping[str, Any]) -> str | None:
+    """The contact_inbox's source_id: top level in webhooks; in REST shapes only inside the
+    last message (chatwoot-api.md: "There is no top-level contact_inbox")."""
+    source_id = _mapping(conversation.get("contact_inbox")).get("source_id")
+    if not source_id:
+        messages = conversation.get("messages")
+        last = messages[0] if isinstance(messages, list) and messages else None
+        inner = _mapping(_mapping(last).get("conversation"))
+        source_id = _mapping(inner.get("contact_inbox")).get("source_id")
+    return source_id if isinstance(source_id, str) and source_id else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -392,3 +392,27 @@ def test_discord_errors_read_well_for_agents() -> None:
     error = DiscordHTTPError(403, 50007, "Cannot send messages to this user", "POST /channels")
     assert describe(error) == "Discord: Cannot send messages to this user (50007)"
     assert nonce_for(10**12, 99) == "dw1000000000000.99" and len(nonce_for(10**15, 999)) <= 25
+
+
+async def test_a_status_webhook_older_than_the_one_applied_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Chatwoot runs each webhook as its own job, in no particular order: the agent resolves
+    and reopens, and the two webhooks arrive reversed.  The older "resolved" must not tell the
+    user the ticket is resolved, nor leave it resolved in the store."""
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path, csat_enabled=False) as world:
+            cid = await agent_conversation(world)
+            fake = world.chatwoot
+            await fake.set_status(cid, "resolved", deliver=False)
+            await trio.sleep(0.01)  # a later updated_at
+            await fake.set_status(cid, "open", deliver=False)
+            lost = [p for p in fake.lost_webhooks if p["event"] == "conversation_status_changed"]
+            assert [p["status"] for p in lost] == ["resolved", "open"]
+            await fake.deliver_late(list(reversed(lost)))
+            await fake.agent_reply(cid, "marker")
+            await world.wait_for(lambda: "marker" in texts(world))
+            assert texts(world) == ["marker"]
+            conv = await world.daemon.ctx.store.conversation(cid)
+            assert conv is not None and conv.status == "open"
+            assert_no_violations(world)

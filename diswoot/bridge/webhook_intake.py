@@ -260,14 +260,22 @@ class WebhookIntake:
             if conv is not None and conv.status is None:
                 await store.call(q.change_conversation_status, cid, event.status, now)
             return "ignored"
-        changed, stored_previous, by_user = await store.call(
+        applied = await store.call(
             q.apply_status_event,
             cid,
             event.status,
             now,
             CLOSED_BY_USER_WINDOW,
             event.last_activity_at,
+            event.updated_at,
         )
+        if applied is None:
+            log.info(
+                "conversation %d: %s (%s) is older than the status already applied; ignored",
+                cid, event.event, event.status,
+            )
+            return "ignored"
+        changed, stored_previous, by_user = applied
         # conversation_updated names the previous status; it is a real transition even when our
         # own side (a reopen by a new DM) already stored the new status before the webhook came.
         told = event.previous_status not in (None, event.status)

@@ -39,6 +39,7 @@ class Conversation:
     closed_by_user_at: float | None
     reconcile_cursor: int | None
     created_at: float
+    status_event_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Conversation:

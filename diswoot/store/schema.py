@@ -89,4 +89,9 @@ MIGRATIONS: list[list[str]] = [
     [
         "CREATE INDEX links_by_conversation ON message_links(conversation_id, chatwoot_message_id)",
     ],
+    # 3: the conversation's updated_at of the last status webhook applied (Chatwoot sends its
+    # webhooks in no particular order: an older one must not undo a newer one)
+    [
+        "ALTER TABLE conversations ADD COLUMN status_event_at REAL",
+    ],
 ]

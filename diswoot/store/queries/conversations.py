@@ -154,8 +154,11 @@ def apply_status_event(
     now: float,
     closed_by_user_window: float,
     last_activity_at: float | None = None,
-) -> tuple[bool, str | None, bool]:
-    """Record a status from a webhook, atomically; returns ``(changed, previous, by_user)``.
+    event_at: float | None = None,
+) -> tuple[bool, str | None, bool] | None:
+    """Record a status from a webhook, atomically; returns ``(changed, previous, by_user)``, or
+    None for an event older (its conversation's ``updated_at``, ``event_at``) than the last one
+    applied: Chatwoot sends webhooks in no particular order.
 
     ``changed`` is False when the store already had this status (a redelivered or twin event)
     unless the user closed the ticket themselves within ``closed_by_user_window`` seconds (the
@@ -170,11 +173,20 @@ def apply_status_event(
                 (last_activity_at, conversation_id),
             )
         row = db.execute(
-            "SELECT status, closed_by_user_at FROM conversations WHERE conversation_id = ?",
+            """SELECT status, closed_by_user_at, status_event_at FROM conversations
+               WHERE conversation_id = ?""",
             (conversation_id,),
         ).fetchone()
         if row is None:
             return False, None, False
+        applied_at = row["status_event_at"]
+        if event_at is not None and applied_at is not None and event_at < applied_at:
+            return None
+        if event_at is not None:
+            db.execute(
+                "UPDATE conversations SET status_event_at = ? WHERE conversation_id = ?",
+                (event_at, conversation_id),
+            )
         closed_at = row["closed_by_user_at"]
         by_user = status == "resolved" and closed_at is not None
         if closed_at is not None and status == "resolved":

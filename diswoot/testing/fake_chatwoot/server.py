@@ -393,6 +393,13 @@ class FakeChatwoot(ChatwootRoutes):
                     if self._pending == 0:
                         self._idle.set()
 
+    async def deliver_late(self, payloads: Sequence[Json]) -> None:
+        """Send webhooks that were lost (``lost_webhooks``) now, in the order given: Sidekiq
+        runs them in no particular order (chatwoot-api.md, "No ordering guarantee")."""
+        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as client:
+            for payload in payloads:
+                await self._deliver_event(client, payload)
+
     async def _deliver_event(self, client: httpx.AsyncClient, payload: Json) -> None:
         body = rails_json(payload)
         for index, url in enumerate(self.webhook_urls):

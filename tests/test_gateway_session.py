@@ -199,7 +199,8 @@ def test_a_resume_url_that_is_not_a_websocket_url_is_dropped() -> None:
         ("MESSAGE_DELETE", {"id": "1"}, "channel_id is not a snowflake string"),
         ("TYPING_START", {"channel_id": CHANNEL, "user_id": USER, "timestamp": "now"},
          "timestamp is not an integer"),
-        ("INTERACTION_CREATE", {"id": "5", "type": 2}, "field 'token' must be a URL-safe string"),
+        ("INTERACTION_CREATE", {"id": "5", "type": 2},
+         "field 'token' must be a string of 1 to 152133 characters"),
         ("INTERACTION_CREATE", {"id": "5", "type": 3, "token": "t", "user": ["x"]},
          "field 'user' must be an object"),
         ("INTERACTION_CREATE", {"id": "5", "type": 1},
@@ -297,6 +298,20 @@ def test_a_missing_ack_behind_a_slow_bridge_is_not_a_zombie() -> None:
     session.delivery_blocked(False)
     assert session.heartbeat(30.0) == beat  # it was blocked during the last interval
     [end] = session.heartbeat(40.0)  # not blocked for a whole interval, still no ACK
+    assert isinstance(end, End) and end.end.action is NextAction.RESUME
+
+
+def test_a_stall_long_ago_does_not_excuse_a_later_missing_ack() -> None:
+    """discord-api.md: no ACK between two heartbeats means a zombie; a stall excuses only the
+    interval it happened in, even when the ACKs came in time after it."""
+    session = ready_session()
+    beat = [Send(Op.HEARTBEAT, 1, priority=True)]
+    session.delivery_blocked(True)
+    session.delivery_blocked(False)
+    assert session.heartbeat(10.0) == beat
+    session.receive({"op": 11, "d": None}, 10.1)  # ACKed
+    assert session.heartbeat(20.0) == beat
+    [end] = session.heartbeat(30.0)  # no ACK since the beat at 20 s
     assert isinstance(end, End) and end.end.action is NextAction.RESUME
 
 

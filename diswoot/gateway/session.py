@@ -183,10 +183,9 @@ class GatewaySession:
         An ACK missing since the previous beat means a zombie, unless the driver was blocked
         handing events to a slow bridge meanwhile (the ACK is queued behind those events).
         """
-        if self.awaiting_ack:
-            if not self._stalled:
-                return _end(NextAction.RESUME, "zombie connection: no heartbeat ACK")
-            self._stalled = self._blocked
+        if self.awaiting_ack and not self._stalled:
+            return _end(NextAction.RESUME, "zombie connection: no heartbeat ACK")
+        self._stalled = self._blocked  # a new interval: a stall before it excuses nothing
         self.awaiting_ack = True
         return [self._beat(now)]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -57,6 +58,7 @@ from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Store, open_store
 from diswoot.store import queries as q
+from diswoot.store.db import connect
 from diswoot.supervise import supervised
 from diswoot.webhook.app import create_app
 from diswoot.webhook.server import serve_http
@@ -125,6 +127,7 @@ class _Startup:
 async def _run(
     cfg: Config, stop: trio.Event, startup: _Startup, task_status: trio.TaskStatus[Daemon]
 ) -> None:
+    await _check_database(cfg)
     async with (
         open_store(cfg.db_path) as store,
         http_client(DISCORD_CONNECTIONS) as discord_http,
@@ -137,6 +140,26 @@ async def _run(
         finally:
             with trio.CancelScope(shield=True):
                 await ctx.plugins.aclose()
+
+
+_UNUSABLE_DATABASE = ("unable to open database file", "readonly database", "not a database")
+
+
+async def _check_database(cfg: Config) -> None:
+    """A database path the daemon cannot use (no permission, not a directory, not a SQLite
+    file) is a configuration error: exit 78 naming DISWOOT_DB_PATH, not a traceback."""
+    try:
+        db = await trio.to_thread.run_sync(connect, str(cfg.db_path))
+    except (OSError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, sqlite3.DatabaseError) and not any(
+            text in str(exc) for text in _UNUSABLE_DATABASE
+        ):
+            raise  # e.g. a full disk: not the configuration's fault, a restart may help
+        raise FatalConfigurationError(
+            f"DISWOOT_DB_PATH={cfg.db_path} cannot be used: {exc} (a writable path for the "
+            "daemon's user; the systemd unit keeps it in /var/lib/diswoot)"
+        ) from None
+    await trio.to_thread.run_sync(db.close)
 
 
 async def _build_context(

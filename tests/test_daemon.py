@@ -160,6 +160,26 @@ async def test_rejected_discord_token_exits_78_with_an_actionable_message(
         assert secret not in output
 
 
+async def test_an_unusable_database_path_exits_78_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    async with fakes(tmp_path, diswoot_db_path=str(tmp_path / "a-file" / "diswoot.db")) as world:
+        status, output = await run_to_exit(world.cfg)
+    assert status == 78, output
+    assert "DISWOOT_DB_PATH" in output and "Traceback" not in output
+
+
+async def test_an_address_that_cannot_be_bound_exits_78_naming_it(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for host, busy_port in (("192.0.2.1", free_port()), ("127.0.0.1", port)):
+            async with fakes(tmp_path, webhook_host=host, webhook_port=busy_port) as world:
+                status, output = await run_to_exit(world.cfg)
+            assert status == 78, output
+            assert "WEBHOOK_HOST" in output and "Traceback" not in output, output
+
+
 async def test_gateway_close_4004_exits_78(tmp_path: Path) -> None:
     """REST accepts the token but the gateway rejects it (close code 4004)."""
     async with fakes(tmp_path) as world:

@@ -12,6 +12,7 @@ from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
 from diswoot.config import Config
+from diswoot.errors import FatalConfigurationError
 
 log = logging.getLogger("diswoot.http")
 
@@ -38,10 +39,24 @@ async def serve_http(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``stop``; reports the bound port (useful with WEBHOOK_PORT=0)."""
+    """Serve until ``stop``; reports the bound port (useful with WEBHOOK_PORT=0).
+
+    An address that cannot be bound (a host that does not resolve or is not this machine's, a
+    port in use or not allowed) is a configuration error: exit 78 with what to change.
+    """
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(serve, app, hypercorn_config(cfg), shutdown_trigger=stop.wait)
-        )
+        try:
+            binds = await nursery.start(
+                partial(serve, app, hypercorn_config(cfg), shutdown_trigger=stop.wait)
+            )
+        except* OSError as group:
+            exc: BaseException = group
+            while isinstance(exc, BaseExceptionGroup):
+                exc = exc.exceptions[0]
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise FatalConfigurationError(
+                f"cannot listen on WEBHOOK_HOST={cfg.webhook_host} WEBHOOK_PORT="
+                f"{cfg.webhook_port}: {reason} (set a local address and a free port)"
+            ) from None
         port = urlsplit(binds[0]).port or cfg.webhook_port
         task_status.started(port)

@@ -245,6 +245,7 @@ async def _run_services(
             _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
         )
         nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop, intake)
+        nursery.start_soon(_until_stopped, stop, partial(_refuse_rejected_token, ctx.discord))
         start_soon("presence", run_presence, ctx, stop)
         start_soon("retention", partial(run_retention, clock=ctx.clock), ctx.store, cfg,
                    ctx.metrics, stop)
@@ -286,6 +287,19 @@ async def _background(
     async with trio.open_nursery() as nursery:
         await start(nursery, stop)
         task_status.started()
+
+
+async def _refuse_rejected_token(
+    discord: DiscordRest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Discord answered 401 to the bot token while running: stop with 78 (the jobs that met
+    it wait in SQLite, transient, for the start with a valid token)."""
+    task_status.started()
+    await discord.token_rejected.wait()
+    raise FatalConfigurationError(
+        "Discord refused the bot token (HTTP 401): it was reset or revoked. Pending deliveries "
+        "stay queued; set the new DISCORD_TOKEN (Developer Portal, Bot) and start diswoot again."
+    )
 
 
 async def _until_stopped(

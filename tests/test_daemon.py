@@ -18,6 +18,8 @@ import trio
 
 from diswoot import __version__
 from diswoot.config import Config
+from diswoot.store import open_store
+from diswoot.store import queries as q
 from diswoot.testing.fake_chatwoot import FakeChatwoot
 from diswoot.testing.fake_discord import FakeDiscord
 from diswoot.testing.harness import WEBHOOK_SECRET, config_environment, daemon_process, world_config
@@ -145,6 +147,30 @@ async def test_a_dm_reaches_chatwoot_and_the_reply_comes_back(tmp_path: Path) ->
             await proc.wait()
         assert proc.returncode == 0
         assert world.chatwoot.violations == [] and world.discord.violations == []
+
+
+async def test_a_token_revoked_while_running_exits_78_and_keeps_the_reply(
+    tmp_path: Path,
+) -> None:
+    """The bot token is reset in the portal: REST answers 401.  The reply that met it is not
+    dead-lettered; the daemon stops with 78 and the reply waits for a valid token."""
+    async with fakes(tmp_path) as world, daemon_process(world.cfg) as proc:
+        await world.wait_ready()
+        world.discord.add_user(UID, "alice")
+        world.discord.user_sends(UID, "hello")
+        with trio.fail_after(START_TIMEOUT):  # forwarded, ✅ added, greeting sent
+            await eventually(lambda: world.chatwoot.messages and world.discord.reactions)
+            await eventually(lambda: world.discord.dm_messages(UID))
+        [message] = world.chatwoot.messages.values()
+        world.discord.token = "reset-in-the-portal"
+        await world.chatwoot.agent_reply(message["conversation_id"], "are you there?")
+        with trio.fail_after(START_TIMEOUT):
+            await proc.wait()
+        assert proc.returncode == 78
+    async with open_store(world.cfg.db_path) as store:
+        pending = await store.call(q.list_jobs, ("pending",), "outbound")
+        dead = await store.call(q.list_jobs, ("dead",))
+    assert [job.kind for job in pending] == ["reply"] and dead == []
 
 
 async def test_rejected_discord_token_exits_78_with_an_actionable_message(

@@ -17,13 +17,20 @@ import trio
 
 from diswoot import __version__
 from diswoot.http_pool import send, upstream_headers
-from diswoot.rest.errors import DiscordHTTPError, DiscordRateLimited, DiscordUnavailable
+from diswoot.rest.errors import (
+    DiscordHTTPError,
+    DiscordRateLimited,
+    DiscordTokenRejected,
+    DiscordUnavailable,
+)
 from diswoot.rest.gate import RateLimitGate, RestStats
 from diswoot.rest.ratelimit import Route
 
 USER_AGENT = f"DiscordBot (https://github.com/diswoot/diswoot, {__version__})"
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 16.0
+TOKEN_ROUTES = ("/webhooks/{webhook_id}/{webhook_token}", "/interactions/")
+"""Routes an interaction's token authenticates: their 401 says nothing about the bot token."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class DiscordRest:
         self.stats = RestStats()
         self._gate = RateLimitGate(self.stats)
         self._dm_channels: dict[str, str] = {}
+        self.token_rejected = trio.Event()
+        """Set by a 401 on a route the bot token authenticates (the daemon then exits 78)."""
 
     async def _request(
         self,
@@ -144,7 +153,13 @@ class DiscordRest:
                 failures += 1
                 continue
             if not response.is_success:
-                raise _error_from(route, response)
+                error = _error_from(route, response)
+                if response.status_code == 401 and not route.template.startswith(TOKEN_ROUTES):
+                    self.token_rejected.set()
+                    raise DiscordTokenRejected(
+                        error.status, error.code, error.message, error.route, error.errors
+                    )
+                raise error
             if response.status_code == 204 or not response.content:
                 return None
             return response.json()

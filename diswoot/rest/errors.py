@@ -36,6 +36,15 @@ class DiscordHTTPError(UpstreamError):
         return not self.permanent
 
 
+class DiscordTokenRejected(DiscordHTTPError):
+    """A 401 on a route the bot token authenticates: the token was reset or revoked.  The
+    request is not the problem, so the job waits (transient) while the daemon stops with 78."""
+
+    @property
+    def permanent(self) -> bool:
+        return False
+
+
 class DiscordRateLimited(DiscordHTTPError):
     """A 429 that must not be retried now (Cloudflare ban, or too many 429s in a row)."""
 

@@ -177,13 +177,17 @@ async def _check_chatwoot(cfg: Config, http: httpx.AsyncClient, report: Report) 
                     "enable CSAT in the inbox settings, or set CSAT_ENABLED=false")
 
 
-def environment_notes(env: Mapping[str, str], env_file: Path | None) -> list[Note]:
-    """Warnings about how the configuration is written: ignored lines, pasted comments."""
+def environment_notes(
+    env: Mapping[str, str], env_file: Path | None, *, as_systemd: bool = True
+) -> list[Note]:
+    """Warnings about how the configuration is written: ignored lines, pasted comments
+    (``as_systemd``: the file is the unit's ``EnvironmentFile=``, else ``./.env``)."""
     notes: list[Note] = []
     if env_file is not None and env_file.is_file():
         text = env_file.read_bytes().decode("utf-8", errors="replace")
         try:
-            notes += [(f"{env_file}: {note}", "") for note in lint_env_file(text)]
+            lint = lint_env_file(text, dotenv=not as_systemd)
+            notes += [(f"{env_file}: {note}", "") for note in lint]
         except EnvFileError:
             pass  # unreadable as a whole: the configuration error says why
     notes += [

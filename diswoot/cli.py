@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if explicit and not env_file.is_file():
             raise ConfigError([f"{env_file}: no such file"])
-        env = read_environment(dotenv=env_file)
+        env = read_environment(dotenv=env_file, as_systemd=explicit is not None)
         if command == "queue":  # the database is all it needs: no credentials
             db_path = Path(env.get("DISWOOT_DB_PATH", "").strip() or DEFAULT_DB_PATH)
             if not db_path.exists():
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"diswoot: {exc}", file=sys.stderr)
         if command == "check":
-            _print_notes(env, env_file)
+            _print_notes(env, env_file, as_systemd=explicit is not None)
         print("See .env.example for every variable and its meaning.", file=sys.stderr)
         return EX_CONFIG
     setup_logging(cfg.log_level, secrets=config_secrets(cfg))
@@ -106,15 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check":
         from diswoot.check import check_cli, environment_notes
 
-        return check_cli(cfg, notes=environment_notes(env, env_file))
+        notes = environment_notes(env, env_file, as_systemd=explicit is not None)
+        return check_cli(cfg, notes=notes)
     raise AssertionError(command)
 
 
-def _print_notes(env: dict[str, str], env_file: Path) -> None:
+def _print_notes(env: dict[str, str], env_file: Path, *, as_systemd: bool) -> None:
     """The check's warnings about how the configuration is written, after a ConfigError."""
     from diswoot.check import environment_notes
 
-    for what, fix in environment_notes(env, env_file):
+    for what, fix in environment_notes(env, env_file, as_systemd=as_systemd):
         print(f"  note: {what}" + (f" ({fix})" if fix else ""), file=sys.stderr)
 
 

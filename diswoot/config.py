@@ -228,16 +228,21 @@ _BLANK_DISABLES = frozenset(
 
 
 def read_environment(
-    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+    environ: Mapping[str, str] | None = None,
+    dotenv: Path | None = Path(".env"),
+    *,
+    as_systemd: bool = False,
 ) -> dict[str, str]:
     """The effective variables: ``.env`` (if present) overlaid by the real environment.
 
-    The file is read with systemd's ``EnvironmentFile=`` rules (:mod:`diswoot.envfile`).
+    The file is read with systemd's ``EnvironmentFile=`` rules (:mod:`diswoot.envfile`), plus
+    the original project's `` # comments`` after values and ``export`` unless ``as_systemd``
+    (``--env-file``: the file the systemd unit reads).
     """
     merged: dict[str, str] = {}
     if dotenv is not None and dotenv.is_file():
         try:
-            merged.update(read_env_file(dotenv))
+            merged.update(read_env_file(dotenv, dotenv=not as_systemd))
         except EnvFileError as exc:
             raise ConfigError([str(exc)]) from None
     merged.update(os.environ if environ is None else environ)

@@ -2,9 +2,10 @@
 
 A port of ``parse_env_file_internal()`` (systemd ``src/basic/env-file.c``) and of the clean-up
 ``exec_context_load_environment()`` applies (``strv_env_clean_with_callback``: names must be
-``[A-Za-z_][A-Za-z0-9_]*``, the last assignment wins), so ``./.env``, ``diswoot check --env-file``
-and the systemd unit give every variable the same value. :func:`lint_env_file` explains the lines
-both ignore.
+``[A-Za-z_][A-Za-z0-9_]*``, the last assignment wins), so ``diswoot check --env-file`` and the
+systemd unit give every variable the same value. :func:`lint_env_file` explains the lines both
+ignore.  ``./.env`` is read with two additions of the original project's dotenv files
+(``dotenv=True``): `` # note`` after a value is a comment, and ``export NAME=`` is ``NAME=``.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ class EnvFileScan:
     continued_comments: list[int] = field(default_factory=list)  # comment lines ending in "\"
 
 
-def scan_env_file(text: str) -> EnvFileScan:
-    """Run systemd's state machine over ``text``; :class:`EnvFileError` for a NUL byte."""
+def scan_env_file(text: str, *, dotenv: bool = False) -> EnvFileScan:
+    """Run systemd's state machine over ``text``; :class:`EnvFileError` for a NUL byte.
+
+    With ``dotenv``, a ``#`` after whitespace that follows the value (``KEY=x  # note``,
+    ``KEY="x" # note``, ``KEY= # note``) starts a comment, as in the original's ``.env``.
+    """
     if "\0" in text:
         # read_full_stream_full() refuses embedded NULs (-EBADMSG) when, as here, the caller
         # relies on the terminating one: the unit fails with "Failed to load environment files"
@@ -61,6 +66,7 @@ def scan_env_file(text: str) -> EnvFileScan:
     value: list[str] = []
     key_ws: int | None = None  # where trailing whitespace of the key starts
     value_ws: int | None = None  # where trailing whitespace of an unquoted value starts
+    spaced = False  # whitespace came right before this character (after the "=")
     line = start = 1
 
     def push(chomp: bool) -> None:
@@ -71,7 +77,11 @@ def scan_env_file(text: str) -> EnvFileScan:
         value.clear()
 
     for c in text:
-        if state == "pre_key":
+        escaped = state == "value_escape"
+        if dotenv and c == "#" and spaced and state in ("pre_value", "value"):
+            push(chomp=state == "value")
+            state = "comment"
+        elif state == "pre_key":
             if c in _COMMENTS:
                 state = "comment"
             elif c not in _WHITESPACE:
@@ -146,6 +156,7 @@ def scan_env_file(text: str) -> EnvFileScan:
             if c == "\n":
                 scan.continued_comments.append(line)
             state = "pre_key" if c in _NEWLINE else "comment"
+        spaced = c in " \t" and not escaped
         if c == "\n":
             line += 1
     if state == "key":
@@ -155,16 +166,17 @@ def scan_env_file(text: str) -> EnvFileScan:
     return scan
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    """The variables a unit with ``EnvironmentFile=`` holding ``text`` gets (later lines win)."""
-    return {a.key: a.value for a in scan_env_file(text).assignments if a.valid}
+def parse_dotenv(text: str, *, dotenv: bool = False) -> dict[str, str]:
+    """The variables a unit with ``EnvironmentFile=`` holding ``text`` gets (later lines win);
+    with ``dotenv``, as ``./.env`` is read (see the module)."""
+    return _variables(scan_env_file(text, dotenv=dotenv), dotenv=dotenv)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
+def read_env_file(path: Path, *, dotenv: bool = False) -> dict[str, str]:
     """:func:`parse_dotenv` of a file; :class:`EnvFileError` where systemd would refuse it."""
     text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     try:
-        scan = scan_env_file(text)
+        scan = scan_env_file(text, dotenv=dotenv)
     except EnvFileError as exc:
         raise EnvFileError(f"{path}: {exc}") from None
     for a in scan.assignments:
@@ -172,15 +184,28 @@ def read_env_file(path: Path) -> dict[str, str]:
             # systemd's check_utf8ness_and_warn() fails the whole file ("Failed to load
             # environment files"), so the unit would not start either
             raise EnvFileError(f"{path}: line {a.line}: invalid UTF-8 (save the file as UTF-8)")
-    return {a.key: a.value for a in scan.assignments if a.valid}
+    return _variables(scan, dotenv=dotenv)
 
 
-def lint_env_file(text: str) -> list[str]:
-    """Lines that systemd and diswoot ignore, or that older systemd versions read differently."""
-    scan = scan_env_file(text)
+def _variables(scan: EnvFileScan, *, dotenv: bool) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    for a in scan.assignments:
+        key = a.key
+        if dotenv and key.startswith("export") and key[6:7] in (" ", "\t"):
+            key = key[6:].strip()
+        if _VALID_NAME.fullmatch(key):
+            variables[key] = a.value
+    return variables
+
+
+def lint_env_file(text: str, *, dotenv: bool = False) -> list[str]:
+    """Lines that systemd and diswoot ignore, or that older systemd versions read differently
+    (with ``dotenv``: lines that diswoot ignores in ``./.env``)."""
+    scan = scan_env_file(text, dotenv=dotenv)
+    kept = _variables(scan, dotenv=dotenv)
     notes = []
     for a in scan.assignments:
-        if a.valid:
+        if a.valid or (dotenv and a.key[6:].strip() in kept and a.key.startswith("export")):
             continue
         if a.key.startswith("\ufeff"):
             notes.append(f"line {a.line}: the file starts with a byte-order mark, which makes the "

@@ -16,6 +16,7 @@ from diswoot.config import (
     ConfigError,
     load_config,
     parse_dotenv,
+    read_environment,
     test_config,
     webhook_auth_problem,
 )
@@ -144,24 +145,42 @@ def test_chatwoot_media_hosts_are_parsed() -> None:
     assert "CHATWOOT_MEDIA_HOSTS" in str(info.value)
 
 
-def test_dotenv_is_read_like_systemd_and_the_environment_wins(tmp_path: Path) -> None:
+def test_dotenv_is_read_like_the_originals_and_the_environment_wins(tmp_path: Path) -> None:
+    """./.env: systemd's rules plus the original project's dotenv habits (a `` # note`` after
+    a value, ``export``), so its .env.example works when copied."""
     dotenv = tmp_path / ".env"
     lines = [f"{k}={v}" for k, v in VALID.items()]
     lines += [
         "# a comment line",
-        "BRAND_NAME=Acme  # kept",
-        'GREETING_MESSAGE="Hello # not a comment"',
+        "BRAND_NAME=Acme              # Short name shown in every embed footer",
+        "BRAND_FOOTER_TEXT=           # Override the full footer text",
+        "COLOR_PRIMARY=7BB8F5         # pastel blue",
+        'GREETING_MESSAGE="Hello # not a comment"  # but this is',
         "WEBHOOK_PORT=4000",
-        "export LOG_LEVEL=debug",  # not a valid name for systemd: ignored
+        "export LOG_LEVEL=debug",
         "CSAT_QUESTION='  spaces kept  '",
+        "COLOR_INFO=#A89EF5",  # no space before the #: a value
     ]
     dotenv.write_text("\n".join(lines), encoding="utf-8")
     cfg = load_config({"WEBHOOK_PORT": "5000"}, dotenv=dotenv)
-    assert cfg.brand_name == "Acme  # kept"  # not a comment: systemd keeps it
+    assert cfg.brand_name == "Acme"
+    assert cfg.brand_footer_text == ""  # blank: the default footer
+    assert cfg.color_primary == 0x7BB8F5 and cfg.color_info == 0xA89EF5
     assert cfg.greeting_message == "Hello # not a comment"
     assert cfg.webhook_port == 5000  # real environment wins
-    assert cfg.log_level == "INFO"
+    assert cfg.log_level == "DEBUG"
     assert cfg.csat_question == "  spaces kept  "
+
+
+def test_an_env_file_for_systemd_is_read_as_systemd_reads_it(tmp_path: Path) -> None:
+    """``--env-file``: the unit's file, so exactly systemd's rules (no inline comments)."""
+    env_file = tmp_path / "diswoot.env"
+    lines = [f"{k}={v}" for k, v in VALID.items()]
+    lines += ["BRAND_NAME=Acme  # kept", "export LOG_LEVEL=debug"]
+    env_file.write_text("\n".join(lines), encoding="utf-8")
+    env = read_environment({}, env_file, as_systemd=True)
+    assert env["BRAND_NAME"] == "Acme  # kept"  # systemd keeps it
+    assert "LOG_LEVEL" not in env  # not a valid name for systemd: ignored
 
 
 def test_a_pasted_comment_is_named_without_its_value() -> None:

@@ -109,6 +109,13 @@ def test_lint_names_every_ignored_line() -> None:
     assert "line 28: no `=`" in joined
 
 
+def test_lint_of_a_dotenv_file_accepts_export() -> None:
+    """./.env takes ``export NAME=`` (the original's dotenv did): nothing to point out."""
+    notes = lint_env_file(TRICKY.read_text(encoding="utf-8"), dotenv=True)
+    assert len(notes) == 4, notes
+    assert "export" not in "\n".join(notes)
+
+
 def test_lint_warns_about_comments_that_older_systemd_continues() -> None:
     notes = lint_env_file("# a comment \\\nA=1\n# fine\n")
     assert notes == [

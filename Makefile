@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	@if [ -n "$$DISCORD_TOKEN" ] || grep -qsE '^DISCORD_TOKEN=[^[:space:]#]' .env; then \
+	@if [ -n "$$DISCORD_TOKEN" ] || grep -qsE '^(export[[:space:]]+)?DISCORD_TOKEN=[^[:space:]#]' .env; then \
 		exec $(PY) -m diswoot; \
 	else \
 		echo "No DISCORD_TOKEN in the environment or .env: starting the sandbox instead."; \

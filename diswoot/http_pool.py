@@ -1,28 +1,8 @@
 """The daemon's long-lived HTTP clients: one small keep-alive pool per upstream.
 
-httpcore checks every pooled connection on each request and each response; for an idle one
-that check asks the kernel whether the server has closed it (a ``poll`` per connection).  With
-16 connections that was ~40 system calls per request, a tenth of the daemon's CPU in a burst.
-:class:`RecentlyUsedBackend` answers that question without the kernel for a connection that
-carried a response less than :data:`RECENT` seconds ago, or that such a poll found open less
-than :data:`RECHECK` seconds ago (under load the pool is scanned hundreds of times a second, and
-a spare connection idle for a few seconds was polled on every scan).  Servers close idle keep-alive
-connections after seconds of silence (5 s at the shortest common default, Apache's and Node's;
-nginx 75 s), httpx itself drops a connection idle for 5 s, and a response that ends its
-connection says so (``Connection: close``), which httpcore honours on its own.  Should a server
-still close one sooner, the request fails as any request on a dropped connection does (a
-transport error; the job is retried), which httpcore's own check-then-send already allows.
-A server that closes after 5 s or more never meets a stale answer: httpx drops the connection
-first.
-
-:class:`RecentlyUsedStream` also sends a request's head together with its body's first bytes
-(httpcore writes them separately): one system call and one segment per request, not two
-(~8 % of the client's CPU per request, measured alone against a local server), and
-:class:`LinearPool` does httpcore's per-request bookkeeping of its connections in linear time
-(~25 % of the client's CPU per request at 20 connections, measured the same way).
-:func:`send` hands a request straight to the transport the client picked for its URL, without
-the client's per-request layers that do nothing for the daemon (~25 % of the client's CPU per
-request, measured the same way).
+Connection checks, writes, pool bookkeeping and :func:`send` cost less CPU than httpcore's and
+httpx's.  A recently used connection counts as open without asking the kernel; a server that
+closes idle connections after 5 s or more never meets a stale answer: httpx drops them first.
 """
 
 from __future__ import annotations

@@ -1,30 +1,8 @@
 """Downtime backfill: DMs, text commands and edits made while the daemon had no gateway session.
 
-A RESUME replays what the session missed; a fresh session (READY after IDENTIFY: a restart
-whose session was gone, a crash, an invalidated session) does not.  So on every READY, for each
-user whose DM was active within ``BACKFILL_HOURS`` (0 disables), the DM channel is paged
-forward over REST with ``GET /channels/{id}/messages?after=`` from the look-back floor - pages
-come newest first, so each is reversed and the next ``after`` is the page's highest id - and
-the user's own messages are handled oldest first:
-
-- newer than the newest message the daemon stored for the user (``users.last_message_id``):
-  a DM goes through the normal inbound path (:meth:`DmIntake.accept_message`), a text
-  command (``!close``) is queued in the user's inbound lane
-  (:meth:`DmIntake.accept_command`), so it runs in order with those DMs - after the ones
-  sent before it, before the ones sent after it - waits for an unreachable Chatwoot as they
-  do, and its answer says when it was sent;
-- already stored and edited since (``edited_timestamp``): the edit goes through the path of a
-  live MESSAGE_UPDATE (:meth:`DmIntake.accept_edit`), a private note on the forwarded DM.
-
-Everything is keyed as live events are - a DM or a command by its message id (done jobs are
-kept for twice the look-back at least, :mod:`diswoot.bridge.retention`, so the jobs table is the
-record of what was handled within reach of a pass), an edit by its id and
-``edited_timestamp`` - so nothing is stored or run twice, whether it came live, by RESUME
-replay, by backfill or by several passes.  Older messages than the user's newest stored one are
-never forwarded late (they predate the bridge, or were handled).
-
-Limits: a user who never DMed the bot before has no known DM channel (Discord cannot list a
-bot's DM channels); of several edits made while down, only the last is seen.
+On every READY (a fresh session: Discord replays nothing) recently active users' DM channels
+are paged over REST; what was missed goes through the live paths, keyed as live events are, so
+nothing is stored or run twice, and nothing older than a user's newest stored DM is forwarded.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """Split long text into Discord-sized messages (pure).
 
-Lengths are Python ``str`` lengths (code points), which is what Discord's 2000-character
-``content`` limit counts. :func:`plan_chunks` returns where each piece came from; its contract:
-
-* ``text == ws0 + c1.body + ws1 + c2.body + ... + cn.body + wsn`` where every ``ws`` is
-  whitespace-only (possibly empty) and ``c.body == text[c.start:c.end]``;
-* every body contains non-whitespace and does not end with whitespace (it may start with the
-  indentation of its first line);
-* ``c.text == c.prefix + c.body + c.suffix`` has at most ``limit`` characters, where ``prefix``
-  is ``""`` or a reopened fence ``"```lang\\n"`` and ``suffix`` is ``""`` or ``"\\n```"``.
-
-Split points are chosen, in order of preference, at a paragraph break, a line break, then any
-whitespace, each preferably outside a ``` code fence and filling at least half the chunk; then at a
-grapheme-cluster boundary (base + combining marks, ZWJ emoji sequences, flags, CRLF, Hangul
-syllables stay whole); only then anywhere. A fence split by a chunk boundary is closed at the end
-of the chunk and reopened, with its language tag, at the start of the next, so every chunk but
-the last has balanced fences (the last is unbalanced only if the input was).
+:func:`plan_chunks` loses nothing but the whitespace between chunks, keeps every chunk within
+``limit`` characters (code points, as Discord counts), cuts at the most natural boundary that
+fits, and closes a code fence at a chunk boundary and reopens it in the next chunk.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Who a Discord user is in Chatwoot: one contact per user, created once, never twice.
 
-The contact's identifier is ``discord:{id}`` and it carries the attributes of the contract
-("Contact attributes", :func:`contact_attributes`), merged over what the plugins add.  It is
-created once and kept in the store (``users``); a 422 on creation means it exists already (made
-by an earlier attempt, or by another channel such as the web widget), so it is looked up by
-exact identifier - the search endpoint is rate-limited and fuzzy, hence only then - and linked
-to our inbox.  A retried job first looks for what its earlier attempt may have created unseen
-(:mod:`diswoot.bridge.attempts`).  A renamed user's contact is updated.
+The contact (identifier ``discord:{id}``) is created once and kept in the store (``users``); a
+422 on creation means it exists already, and a retried job first looks for what its earlier
+attempt may have created, so the existing contact is looked up and linked, never made again.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """Sending the messages of one outbound job to a user's DM: in order, once, resumable.
 
-A job's ``payload["parts"]`` is a list of Discord create-message bodies.  Each part is sent
-with a nonce derived from the job id and the part's index plus ``enforce_nonce``, so a POST
-retried after a lost answer returns the message Discord already created; after each part the
-progress (``payload["sent"]``) and the message link are committed in one transaction, so a
-restart resumes after the last part that reached Discord.
-
-A part may carry ``files`` (:class:`OutboundFile` dicts): they are downloaded right before the
-send and uploaded with it (multipart ``files[n]``).  A file that turns out larger than the
-upload limit, or cannot be fetched for good, is sent as its link line instead; Discord refusing
-the upload (413) turns the whole part into links.
+Each part in ``payload["parts"]`` is sent with a nonce derived from the job id and its index, and
+its progress is committed with its message link, so a retried POST returns the message Discord
+already created and a restart resumes after the last part that reached Discord.
 """
 
 from __future__ import annotations

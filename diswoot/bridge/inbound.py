@@ -1,31 +1,8 @@
 """Discord DMs -> Chatwoot incoming messages: stored first, delivered exactly once, in order.
 
 The router hands every user DM to :meth:`InboundBridge.accept_message`, which only stores a job
-(keyed by the Discord message id, so a replayed gateway event is stored once) in the
-``inbound`` queue, laned by the author: one user's DMs are delivered one at a time in order,
-different users concurrently.  :meth:`InboundBridge.handle` then delivers it:
-
-1. working hours (the inbox's, evaluated at receipt): deny mode -> out-of-office notice, no
-   Chatwoot call; allow mode -> delivered, plus one out-of-office notice per ticket;
-2. contact and conversation (:class:`~diswoot.bridge.tickets.Tickets`, cached: the steady
-   state costs one Chatwoot call per DM, the POST of the message);
-3. POST the message as ``incoming`` with ``source_id`` = the Discord message id.  Chatwoot does
-   not dedupe, so the attempt is written down first; a later attempt (after a timeout, a 5xx or
-   a crash) first looks for a message with that ``source_id`` in the conversation;
-4. the link (Discord id <-> Chatwoot id), then the confirm reaction - so it means "delivered" -
-   and the greeting (once per user) and out-of-office notices (:mod:`diswoot.bridge.notices`).
-
-Attachments are downloaded when the job runs (Discord's signed CDN URLs expire: a 403/404
-re-fetches the message for fresh ones) and streamed straight into the same multipart POST as
-the text, so agents see them inline and nothing is held in memory; a file over
-``ATTACHMENT_MAX_MB`` (or one that cannot be fetched) becomes a link with a note above it
-(:func:`diswoot.bridge.dm_files.dm_uploads`).
-
-Chatwoot unreachable -> retried until it is back (the user is told once per outage that the
-message is saved); any other 4xx -> dead-lettered with the reason.  Edits and deletions of
-forwarded DMs become private notes on the forwarded message, in the same lane.  A fresh gateway
-session starts the downtime backfill (:mod:`diswoot.bridge.backfill`); a user typing in their
-DM is shown to agents (:class:`diswoot.bridge.user_typing.TypingRelay`).
+(keyed by the Discord message id, laned by the author); :meth:`InboundBridge.handle` delivers
+it to Chatwoot, and only then adds the confirm reaction, so the reaction means "delivered".
 """
 
 from __future__ import annotations

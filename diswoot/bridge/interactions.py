@@ -1,20 +1,8 @@
 """Interactions (slash commands, the CSAT button and modal) and the ``!`` text commands.
 
-Interactions arrive over the gateway (:meth:`InteractionRouter.handle_gateway`) or, with
-``DISCORD_PUBLIC_KEY`` set, at ``POST /interactions`` (:meth:`InteractionRouter.handle_http`,
-after ``diswoot.webhook.app`` checked the signature and answered PING).  Both go through one
-handler, :meth:`InteractionRouter._answer`, which returns the callback body.
-
-Discord invalidates an interaction that is not acknowledged within 3 s (discord-api.md §3.1),
-and a Chatwoot call can take longer.  So the answer is raced against :data:`DEFER_AFTER`: if it
-is ready in time it is the initial response; otherwise a deferral goes out first (type 5,
-ephemeral, for commands; type 6 for a component or modal on a message) and the answer follows
-by editing ``@original`` (or as a follow-up when it cannot replace the deferral).
-
-Over HTTP the initial response is the HTTP 200 body.  A deferral is sent through the callback
-endpoint instead (so it is registered before the edit that follows; the request gets 202), and
-the rest of the work continues in the web app's background nursery (quart-trio
-``add_background_task``), because Discord may close the request as soon as it has its answer.
+Interactions from the gateway and from ``POST /interactions`` go through one handler,
+:meth:`InteractionRouter._answer`.  Each is acknowledged within Discord's 3 s: an answer not
+ready after :data:`DEFER_AFTER` is preceded by a deferral and follows as an edit.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Durable, per-lane ordered work queues, and the one error policy of every job handler.
 
 A job is stored in SQLite (unique per queue and dedupe key) *before* anything else happens to
-it; jobs of one *lane* (a Discord user, a Chatwoot conversation) run one at a time in order,
-lanes run concurrently.  A handler's failure is classified once, by :func:`classify`:
-transient ones retry at the head of the lane with capped backoff for as long as it takes;
-permanent and malformed ones are dead-lettered at once (``diswoot queue`` lists them), so the
-lane moves on.  Nothing is dropped after N retries.  The queue's own bookkeeping (a job's end, a
-retry, a dead letter) that the store refuses (a full disk) is tried again with the job held at
-its lane's head (:func:`~diswoot.bridge.persist.until_stored`): the lane pauses, the queue runs on.
+it; a *lane*'s jobs run one at a time in order.  :func:`classify` sorts failures: transient ones
+retry for as long as it takes, permanent and malformed ones are dead-lettered; none is dropped.
 """
 
 from __future__ import annotations

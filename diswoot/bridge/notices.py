@@ -1,12 +1,8 @@
 """What the bridge tells a user by itself: the greeting, out-of-office, "saved for later".
 
-Each goes out as a notice through the outbound queue (durable, deduplicated by its key):
-
-* the greeting, once per user: the inbox's greeting when it is enabled there, else
-  ``GREETING_MESSAGE`` when ``GREETING_ENABLED``;
-* the out-of-office notice, with the inbox's text (else ``OUTSIDE_HOURS_FALLBACK_MESSAGE``) and
-  the next opening time: for every DM in deny mode, once per ticket in allow mode;
-* "your message is saved", once per user and Chatwoot outage.
+Each goes out as a notice through the outbound queue, durable and deduplicated by its key: the
+greeting once per user, out-of-office for every DM in deny mode and once per ticket in allow
+mode, "your message is saved" once per user and Chatwoot outage.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """Chatwoot -> Discord: agent replies and ticket status notices, durably and exactly once.
 
-Webhooks come in through :mod:`diswoot.bridge.webhook_intake` (``self.intake``), which stores
-what must be delivered on the ``outbound`` queue; this module delivers it per conversation, in
-order.  Replies are idempotent per Chatwoot message id (job dedupe key, per-part progress,
-Discord nonces); status changes were deduped against the stored status at intake, so twin
-events produce one notice.  Agents see the outcome: the ``receipts`` queue marks each reply
-``delivered`` or ``failed`` in Chatwoot (:mod:`diswoot.bridge.receipts`).
-
-Also here: the agent's files are uploaded to the DM (``reply_layout``, ``delivery``); an
-agent deleting a delivered reply deletes its DM(s) (``delete`` jobs); notices and the ✅ on a
-user's DM for the other bridges; agent typing is shown in the DM
-(:mod:`diswoot.bridge.agent_typing`); replies whose webhook was lost are found by the sweep of
-:mod:`diswoot.bridge.reconcile`.
+:mod:`diswoot.bridge.webhook_intake` stores what must be delivered on the ``outbound`` queue;
+this module delivers it per conversation, in order.  Replies are idempotent per Chatwoot message
+id, and the ``receipts`` queue marks each ``delivered`` or ``failed`` in Chatwoot.
 """
 from __future__ import annotations
 

@@ -1,21 +1,8 @@
 """Lost-webhook reconciliation: agent replies whose webhook never arrived still reach the user.
 
-Chatwoot sends each webhook once (5 s timeout, no retry; ``chatwoot-reconcile.md`` §1, §4), so
-a reply written while the daemon was down or restarting would be lost.  At start-up and every
-``RECONCILE_INTERVAL_SECONDS`` a sweep asks Chatwoot which conversations of the inbox changed
-since the previous sweep (``updated_within``, which also finds conversations agents started),
-pages each one's messages after its cursor and hands the outgoing, public, undeleted replies the
-bridge has not handled to :meth:`ReplySink.submit_reply` - the webhook's own idempotent path
-(dedupe key ``msg:{id}``), so a reply that arrives both ways is sent once.
-
-- **Cursor** (``conversations.reconcile_cursor``): it only moves past messages older than
-  ``settle`` seconds, so ids that committed out of order are read again (and deduped).
-- **History is not replayed**: messages older than the first sweep ever (``epoch`` in the
-  ``reconcile`` kv row) are never delivered; a conversation seen for the first time is read
-  back only to that point.
-- **Webhooks in flight**: a reply younger than ``grace`` seconds, written while this process
-  runs, is left to its webhook (the next sweep still sees it).
-- Agent-bot tokens get 401 on the messages index: the sweep logs one warning and stops.
+At start-up and every ``RECONCILE_INTERVAL_SECONDS`` a sweep reads the inbox's changed
+conversations from Chatwoot and hands agent replies the bridge has not handled to the webhook's
+own idempotent path (:meth:`ReplySink.submit_reply`): a reply that comes both ways is sent once.
 """
 
 from __future__ import annotations

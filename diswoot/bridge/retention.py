@@ -1,23 +1,8 @@
 """Retention: done jobs are deleted once nothing can present their event again.
 
-Every DM, reply, reaction and receipt leaves a ``done`` row in ``jobs`` with its payload; left
-alone the table grows with every message.  A done job is what dedupes a replayed event (its
-``(queue, dedupe_key)``), so it is kept as long as something could replay it:
-
-- a gateway RESUME replays minutes of events;
-- the downtime backfill reads DM history back ``BACKFILL_HOURS`` (at most 30 days), and never
-  forwards a DM older than the user's newest stored one;
-- the reconciliation sweep reads Chatwoot back at most :data:`~diswoot.bridge.reconcile.
-  LOOKBACK_SECONDS` (7 days), from a cursor per conversation;
-- a forwarded DM and a delivered reply are also recorded in ``message_links``, which is kept:
-  the backfill and the reply path check it before the jobs table.
-
-So a done job is deleted :data:`RETENTION_SECONDS` after its end (30 days), or twice the
-backfill's look-back when that is longer.  Pending and dead-lettered jobs are never deleted.
-The sweep runs a minute after start and every :data:`INTERVAL_SECONDS`, in windows of
-:data:`WINDOW` rows in id order (each its own short store call, so DMs and replies are not held
-up behind it); it stops at the first window that reaches jobs created inside the retention.
-SQLite reuses the freed pages: the file stops growing rather than shrinking.
+A done job is what dedupes a replayed event, so it is kept :data:`RETENTION_SECONDS` after its
+end (30 days), or twice the backfill's look-back when that is longer: beyond what a RESUME, the
+backfill or the reconciliation sweep can reach.  Pending and dead-lettered jobs are never deleted.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """Hands gateway events to the component that owns them.
 
-The gateway never calls bridge code; it only sends typed events.  This task receives them in
-order and makes each durable (inbound DMs are stored before anything else; the DMs waiting in
-the channel together are stored in one transaction) or starts its handler.  Interactions run
-concurrently in the router's own nursery (each must be answered within Discord's 3 seconds,
-whatever else is going on).  An event that was rejected by the gateway's parser, or whose
-handling fails, is logged once (type, id, reason; never content), counted in
-``diswoot_events_rejected_total`` and skipped: no event can end the router.  A DM (or its edit or
-deletion) is never skipped for the store's own failure: storing it is retried
-(:func:`_until_stored`).  When the gateway closes the channel on shutdown, the router drains
-what is left and returns.
+One task receives the gateway's typed events in order and makes each durable (inbound DMs are
+stored before anything else) or starts its handler.  No event can end the router: a failing one
+is logged, counted and skipped, but a DM is never skipped for the store's own failure.
 """
 
 from __future__ import annotations

@@ -1,27 +1,8 @@
 """Who a Discord user is in Chatwoot, and which conversation ("ticket") their DMs go to.
 
-Shared by the inbound bridge (every DM) and the commands (``/status``, ``/close``,
-``/reopen``).  The contact and the current conversation are kept in SQLite (``users`` and
-``conversations``) and served from memory (:mod:`diswoot.store.routing`), so in the steady
-state nothing here calls Chatwoot or reads the store:
-
-* the contact is :class:`~diswoot.bridge.contacts.Contacts`' (created once, linked to our
-  inbox);
-* a conversation whose known status is ``open``/``pending`` is used as is (the steady state:
-  no call).  A stale "open" is harmless: Chatwoot reopens a resolved or snoozed conversation
-  when an incoming message arrives.  One known as ``resolved``/``snoozed``, or of unknown
-  status, is read from Chatwoot first (one GET, only then) and judged on *Chatwoot's*
-  ``status`` and ``last_activity_at`` (agents act where the bridge cannot see: private notes,
-  lost webhooks): still open -> used; reopened by that same incoming message when
-  lock_to_single_conversation is on or within ``REOPEN_WINDOW_HOURS`` (0 = always) - no
-  toggle call, which would also assign the ticket to the token's user - else replaced by a
-  new conversation.  A conversation deleted in Chatwoot (404) is recreated;
-* Chatwoot has no idempotency keys: a job notes each creation before its POST
-  (:mod:`diswoot.bridge.attempts`), and a retried attempt first looks for what the earlier one
-  may have made unseen: here, a conversation of the contact created since then.
-
-Status and last activity are kept fresh by the webhooks (:meth:`Tickets.note_status`) and by the
-DMs themselves.  Per-user locks keep a command and a DM of the same user from racing.
+Shared by the inbound bridge and the commands.  In the steady state nothing here calls Chatwoot
+or reads the store (:mod:`diswoot.store.routing`); a conversation not known to be open is judged
+on what Chatwoot says, and a retry first looks for what an earlier attempt may have created.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Chatwoot webhooks in: what the outbound bridge must deliver, parsed, filtered and stored.
 
-:meth:`WebhookIntake.accept_webhook` runs inside Chatwoot's 5-second webhook timeout, so it
-only parses, filters, dedupes and stores (one or two SQLite transactions, no network) on the
-``outbound`` queue, whose handlers (:mod:`diswoot.bridge.outbound`) deliver.  An agent's reply
-is stored already cut into its Discord messages (``prepared``, unless an inbox template needs
-the inbox first); an agent deleting a reply queues its ``delete``; a failed reply the agent
-retries in Chatwoot gets a fresh ``retry:{id}:{n}`` job; twin status events dedupe against the
-status stored; agent typing is relayed, never stored.  The reconciliation sweep enters through
-:meth:`WebhookIntake.submit_reply` too.
+:meth:`WebhookIntake.accept_webhook` runs inside Chatwoot's 5-second webhook timeout, so it only
+parses, filters, dedupes and stores (no network) on the ``outbound`` queue: an accepted webhook
+is stored before Chatwoot gets its answer.  :mod:`diswoot.bridge.outbound` delivers.
 """
 
 from __future__ import annotations

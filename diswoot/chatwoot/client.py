@@ -1,13 +1,8 @@
 """ChatwootClient: thin async methods over an injected ``httpx.AsyncClient``.
 
 Every method maps to one documented endpoint (``chatwoot-api.md`` §3-§6) and returns the
-unwrapped JSON. Failures raise :class:`ChatwootUnavailable` (retry later) or a
-:class:`ChatwootError` subclass (4xx). ``calls`` counts requests per ``"METHOD /route"``, where
-account routes are relative to ``/api/v1/accounts/{account_id}`` (``"GET /contacts/search"``)
-and the others are absolute (``"GET /api/v1/profile"``, ``"GET /health"``).
-
-No method retries: an attachment stream can be read only once, and the caller's outbox owns
-retry policy.
+unwrapped JSON, or raises :class:`ChatwootUnavailable` (retry later) or a :class:`ChatwootError`
+subclass (4xx).  No method retries: the caller's outbox owns retry policy.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """Working hours of a Chatwoot inbox (pure; chatwoot-api.md §3.4).
 
-Semantics follow Chatwoot's own check (``WorkingHour#open_at?``): on local date D the inbox is
-open from D's opening time to its closing time, both resolved in the inbox timezone, inclusive at
-minute resolution (09:00-17:00 is open from 09:00:00 up to 17:00:59). ``open_all_day`` means
-00:00-23:59, i.e. the whole day. Beyond Chatwoot, a span whose close is before its open runs
-past midnight into the next day.
-
-A local time T is resolved to the first instant at which the wall clock reads T or later: a
-time that occurs twice (fall-back) means its first occurrence (``fold=0``), a time that does not
-exist (spring-forward gap) means the moment the clocks jump. So 09:00-17:00 opens at 03:00 when
-02:30 is skipped, and a span stays open straight through a repeated hour.
+Open or closed is what Chatwoot's own check (``WorkingHour#open_at?``) says, in the inbox
+timezone at minute resolution; beyond Chatwoot, a span may run past midnight.  A wall-clock time
+that DST skips or repeats means the first instant at which the clock reads it or later.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""The trio side of Discord's rate limits: per-bucket FIFO reservations and the proactive
-global window around the pure bookkeeping of :mod:`diswoot.rest.ratelimit`.
+"""The trio side of Discord's rate limits: per-bucket FIFO reservations and the global window.
 
-Each request first reserves a slot in its bucket (FIFO per bucket through a ``trio.Lock``; a
-request whose bucket state is unknown goes alone and holds the bucket until its response),
-then a slot in the global window (50/s; skipped by interaction callbacks and webhook-token
-routes). An answer lowers a bucket's known state, never raises it within a window, unless it is
-a probe's or the request was sent after that window ended (see
-:attr:`_Ticket.describes_current_window`). All waits use trio's clock.
+Around the pure bookkeeping of :mod:`diswoot.rest.ratelimit`, each request reserves a slot in
+its bucket, then in the proactive global window (50/s).  An answer never raises a bucket's known
+state within a window unless it tells the state now (:attr:`_Ticket.describes_current_window`).
 """
 
 from __future__ import annotations

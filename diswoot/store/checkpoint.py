@@ -1,13 +1,7 @@
 """WAL checkpoints beside the store, not in its transactions.
 
-SQLite's automatic checkpoint runs inside the commit that pushes the write-ahead log past 1,000
-pages: that commit copies the log into the database file and syncs it, ~15 ms here (measured:
-a store batch of 17–18 ms every ~4 s of steady replies, each holding up every call queued
-behind it).  The store's connection therefore never checkpoints
-(``PRAGMA wal_autocheckpoint=0``); :func:`checkpoint_wal` does, from a connection of its own in a
-worker thread, at most every ``CHECKPOINT_SECONDS`` when something was committed.  A PASSIVE
-checkpoint takes no lock the writer needs, so commits go on meanwhile; once it has copied the
-whole log, the next commit starts the log again from its beginning, so it stays small.
+The store's connection never checkpoints; :func:`checkpoint_wal` does, PASSIVE, from a
+connection of its own in a worker thread, so no commit copies the log and commits go on meanwhile.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """The SQLite store: one connection, used only from worker threads, one batch at a time.
 
-Every query is a plain synchronous function ``fn(db, *args)`` (see :mod:`diswoot.store.queries`)
-run through :meth:`Store.call`, which hands it to a worker thread with ``trio.to_thread`` so
-the trio loop never blocks on disk.  At most one batch of calls runs at a time, so all use of
-the connection is serialised, and calls that queue up meanwhile share the next thread hop and
-the next transaction: a batch commits once (group commit).  Each call keeps its own outcome:
-its writes are undone alone when it fails (see :func:`_run_batch`).
-
-Deferred writes (:meth:`Store.defer`) are for bookkeeping whose loss in a crash only repeats
-idempotent work (e.g. the end of a job that added a reaction): they ride along with the next
-batch, or are written by themselves at most ``DEFER_SECONDS`` later, and at close.
-
-Durability: WAL with ``synchronous=NORMAL`` survives a crash or SIGKILL of the daemon (every
-committed transaction is in the WAL); after a power loss the last few commits may be lost, which
-the gateway backfill and the Chatwoot reconciliation sweep recover.  The log is copied into
-the database file beside the store, never inside one of its commits
-(:mod:`diswoot.store.checkpoint`).
+Every query runs through :meth:`Store.call` on a worker thread, so the trio loop never blocks on
+disk; calls that queue up meanwhile share the next batch and its one commit (group commit), and
+each call keeps its own outcome: its writes are undone alone when it fails.
 """
 
 from __future__ import annotations

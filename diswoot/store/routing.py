@@ -1,14 +1,8 @@
 """Routing state in memory: users and their conversations, read without a store call.
 
-Every DM and every webhook needs the user's contact, current conversation and its status.
-Those rows live here, loaded at start (the most recently active ones) and kept in step with
-SQLite by *write-through*: temporary triggers on ``users`` and ``conversations`` report every
-changed key to the worker thread, which re-reads those rows after the batch committed (or
-rolled back), and :class:`~diswoot.store.db.Store` applies them here before any caller of the
-batch is woken.  No write path can forget to update the cache, and the cache never holds a
-row that was not committed.  A miss (a row evicted, or never loaded) is read through the
-store once; an absent row is cached as ``None`` (an insert replaces it).  At most ``limit``
-rows per table are kept (least recently used evicted).
+The rows are kept in step with SQLite by write-through: triggers report every changed key, and
+:class:`~diswoot.store.db.Store` applies the re-read rows before any caller of the batch is
+woken.  No write path can forget the cache, and it never holds a row that was not committed.
 """
 
 from __future__ import annotations

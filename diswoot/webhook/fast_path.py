@@ -1,14 +1,8 @@
 """A thin ASGI path in front of Quart for authenticated Chatwoot webhooks.
 
-Chatwoot sends every webhook on a connection of its own: the echo of every forwarded DM, every
-private note, every agent reply and the echo of every delivery receipt.  Routing those through
-Quart (request and response objects, context locals, signals) cost more than the rest of the
-message.  This middleware reads ``POST /webhook`` bodies itself, checks the signature (or the
-path token), parses the JSON with the same bounded parser, answers an ignorable event at once
-and hands any other authentic object to ``accept`` (the same function the Quart route uses),
-answering with its result.  Anything it cannot authenticate or parse goes on to the Quart route
-with the body replayed: an oversized body, a bad signature, bad JSON, or a daemon that takes
-unauthenticated webhooks (each is checked against Chatwoot's API there) is answered as before.
+It answers every ``POST /webhook`` it can authenticate and parse, handing the event to the same
+``accept`` as the Quart route; anything else goes on to the Quart route with the body replayed,
+so a webhook gets the same answer either way.
 """
 
 from __future__ import annotations

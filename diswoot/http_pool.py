@@ -203,7 +203,7 @@ class RecentlyUsedBackend(httpcore.AsyncNetworkBackend):
 
 
 class RecentlyUsedStream(httpcore.AsyncNetworkStream):
-    """A network stream that remembers when it was last known open (see the module docstring)."""
+    """A network stream that remembers when it was last known open (see docs/modules.md)."""
 
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream

@@ -145,7 +145,7 @@ async def test_a_closed_idle_connection_is_noticed_once_it_is_not_recent(
 ) -> None:
     """Past ``RECENT`` the pool polls the idle connection, sees the close and dials again;
     within it the request goes out on the dropped connection and fails as a transport error
-    (the trade the module docstring describes: real servers close after seconds, not at once).
+    (the trade docs/modules.md describes: real servers close after seconds, not at once).
     """
     monkeypatch.setattr(http_pool, "RECENT", recent)
     server = ClosingServer()

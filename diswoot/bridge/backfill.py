@@ -110,7 +110,7 @@ class Backfill:
         stop: trio.Event,
         result: BackfillResult,
     ) -> None:
-        """Page one DM channel forward from the look-back floor; see the module docstring."""
+        """Page one DM channel forward from the look-back floor; see docs/modules.md."""
         assert user.dm_channel_id is not None
         newest = int(user.last_message_id or 0)  # as of this pass: what is older was handled
         after = floor

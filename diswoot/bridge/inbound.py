@@ -44,7 +44,7 @@ CommandRunner = Callable[[Job], Awaitable[dict[str, Any]]]
 
 
 class InboundBridge:
-    """The inbound half of the bridge (see the module docstring)."""
+    """The inbound half of the bridge (see docs/modules.md)."""
 
     def __init__(self, ctx: Context, outbound: OutboundBridge) -> None:
         self.ctx = ctx

@@ -93,7 +93,7 @@ def deferral_for(interaction: dict[str, Any]) -> dict[str, Any]:
 
 
 class InteractionRouter:
-    """Answers interactions and text commands; see the module docstring."""
+    """Answers interactions and text commands; see docs/modules.md."""
 
     def __init__(
         self, ctx: Context, *, inbound: InboundBridge, outbound: OutboundBridge

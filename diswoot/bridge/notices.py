@@ -19,7 +19,7 @@ from diswoot.store import queries as q
 
 
 class UserNotices:
-    """The bridge's own messages to users (see the module docstring)."""
+    """The bridge's own messages to users (see docs/modules.md)."""
 
     def __init__(self, ctx: Context, outbound: OutboundBridge) -> None:
         self.ctx = ctx

@@ -181,7 +181,7 @@ async def route_events(
     interactions: InteractionRouter,
     intake: Intake,
 ) -> None:
-    """Route every event until the gateway closes the channel (see the module docstring).
+    """Route every event until the gateway closes the channel (see docs/modules.md).
 
     ``intake`` counts what is being handled; a batch cut short (cancelled, or a failure that
     ends the router) stays counted, so the gateway session is not saved past it.

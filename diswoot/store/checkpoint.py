@@ -30,7 +30,7 @@ class CheckpointStats:
 
 
 def no_automatic_checkpoints(db: sqlite3.Connection) -> None:
-    """Leave checkpoints to :func:`checkpoint_wal` (see the module docstring)."""
+    """Leave checkpoints to :func:`checkpoint_wal` (see docs/modules.md)."""
     db.execute("PRAGMA wal_autocheckpoint=0")
 
 

@@ -110,7 +110,7 @@ class _Table(Generic[K, R]):
 
 
 class RoutingState:
-    """The cached rows (see the module docstring); changed only by :meth:`apply`."""
+    """The cached rows (see docs/modules.md); changed only by :meth:`apply`."""
 
     def __init__(self, limit: int = LIMIT) -> None:
         self.users: _Table[str, User] = _Table(limit)

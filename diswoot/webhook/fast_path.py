@@ -36,7 +36,7 @@ def ignorable(body: dict[str, Any]) -> bool:
 
 
 class WebhookFastPath:
-    """ASGI middleware for ``paths`` (see the module docstring); ``gate`` is the scope key
+    """ASGI middleware for ``paths`` (see docs/modules.md); ``gate`` is the scope key
     set by the path-token gate (None: the route authenticates by signature).
     ``also_ignore``: more events the bridge is known to ignore (e.g. its own receipts'
     echoes, which the outbound bridge recognises from memory)."""

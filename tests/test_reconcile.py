@@ -227,3 +227,40 @@ def test_the_source_id_is_read_from_webhook_and_rest_shapes() -> None:
     assert _source_id(rest) == "def"
     for shape in ({}, {"messages": []}, {"messages": "x"}, {"contact_inbox": {"source_id": 5}}):
         assert _source_id(shape) is None
+
+
+async def test_a_lost_status_webhook_reaches_the_user_once_via_the_sweep(tmp_path: Path) -> None:
+    """The agent answers and resolves; both webhooks are lost.  The sweep delivers the reply,
+    then the resolution notice (in that order), once; the stored status follows Chatwoot."""
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path, csat_enabled=False) as world:
+            cid = await agent_conversation(world)
+            await first_sweep(world)
+            fake = world.chatwoot
+            await fake.agent_reply(cid, "all sorted", deliver=False)
+            await fake.set_status(cid, "resolved", deliver=False)
+            sweeper = world.daemon.outbound.reconciler
+            report = await sweeper.sweep()
+            assert (report.recovered, report.statuses) == (1, 1)
+            await world.wait_for(lambda: len(texts(world)) == 2)
+            assert texts(world)[0] == "all sorted" and "Ticket resolved" in texts(world)[1]
+            conv = await world.daemon.ctx.store.conversation(cid)
+            assert conv is not None and conv.status == "resolved"
+            assert (await sweeper.sweep()).statuses == 0
+            await fake.deliver_late(fake.lost_webhooks)  # they arrive after all: nothing new
+            await fake.agent_reply(cid, "marker")
+            await world.wait_for(lambda: "marker" in texts(world))
+            assert len(texts(world)) == 3
+            assert_no_violations(world)
+
+
+async def test_a_status_change_within_the_grace_is_left_to_its_webhook(tmp_path: Path) -> None:
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path) as world:
+            cid = await agent_conversation(world)
+            await first_sweep(world)
+            world.daemon.outbound.reconciler.grace = 3600.0
+            await world.chatwoot.set_status(cid, "snoozed", deliver=False)
+            assert (await world.daemon.outbound.reconciler.sweep()).statuses == 0
+            conv = await world.daemon.ctx.store.conversation(cid)
+            assert conv is not None and conv.status == "open"

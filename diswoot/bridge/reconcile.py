@@ -3,6 +3,7 @@
 At start-up and every ``RECONCILE_INTERVAL_SECONDS`` a sweep reads the inbox's changed
 conversations from Chatwoot and hands agent replies the bridge has not handled to the webhook's
 own idempotent path (:meth:`ReplySink.submit_reply`): a reply that comes both ways is sent once.
+A status change no webhook told goes the same way (:meth:`ReplySink.recover_status`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class ReplySink(Protocol):
         self, conversation_id: int, identifier: str | None, conversation: Mapping[str, Any]
     ) -> str | None: ...
 
+    async def recover_status(
+        self, conversation_id: int, conversation: Mapping[str, Any], *, settled_before: float
+    ) -> bool: ...
+
 
 @dataclass
 class SweepReport:
@@ -63,6 +68,7 @@ class SweepReport:
 
     conversations: int = 0
     recovered: int = 0
+    statuses: int = 0  # status changes no webhook told (their notices are stored)
 
 
 def is_deliverable(message: Mapping[str, Any]) -> bool:
@@ -141,7 +147,7 @@ class Reconciler:
         try:
             conversations = await self.ctx.chatwoot.list_conversations(updated_within=window)
             for conversation in conversations:
-                report.recovered += await self._scan(conversation, epoch, now)
+                report.recovered += await self._scan(conversation, epoch, now, report)
                 report.conversations += 1
         except ChatwootError as exc:
             if exc.status not in _DISABLED_STATUSES:
@@ -162,11 +168,20 @@ class Reconciler:
                 "reconciliation recovered %d agent reply(ies) whose webhook never arrived",
                 report.recovered,
             )
+        if report.statuses:
+            self.ctx.metrics.recovered.labels(source="reconcile_status").inc(report.statuses)
+            log.warning(
+                "reconciliation found %d status change(s) whose webhook never arrived",
+                report.statuses,
+            )
         self.last_report = report
         return report
 
-    async def _scan(self, conversation: Mapping[str, Any], epoch: float, now: float) -> int:
-        """Submit one conversation's missed replies and move its cursor; the count submitted."""
+    async def _scan(
+        self, conversation: Mapping[str, Any], epoch: float, now: float, report: SweepReport
+    ) -> int:
+        """Submit one conversation's missed replies and move its cursor; the count submitted.
+        A status change no webhook told is handed over too (counted in ``report``)."""
         cid = conversation.get("id")
         if not isinstance(cid, int) or conversation.get("inbox_id") not in (
             None,
@@ -213,6 +228,10 @@ class Reconciler:
                     message["id"],
                     cid,
                 )
+        # after the replies: an agent who answers and then resolves is read in that order
+        told_by_now = self.ctx.clock() - self.grace  # a younger change's webhook may be coming
+        if await self.sink.recover_status(cid, conversation, settled_before=told_by_now):
+            report.statuses += 1
         settled_before = max(epoch, now - self.settle)
         settled = [m["id"] for m in messages if (_created(m) or now) < settled_before]
         if settled:

@@ -22,11 +22,19 @@ from diswoot.bridge.reply_layout import (
     reply_parts,
     upload_limit,
 )
-from diswoot.chatwoot.models import ConversationEvent, MessageEvent, TypingEvent, parse_webhook
+from diswoot.chatwoot.models import (
+    ConversationEvent,
+    MessageEvent,
+    TypingEvent,
+    parse_webhook,
+    to_epoch,
+)
 from diswoot.context import Context
 from diswoot.store import queries as q
 
 log = logging.getLogger("diswoot.outbound")
+
+CONVERSATION_STATUSES = frozenset({"open", "resolved", "pending", "snoozed"})
 
 RETRY_WINDOW = 86400.0
 """Chatwoot offers Retry on messages younger than a day; older updates never re-deliver."""
@@ -290,6 +298,49 @@ class WebhookIntake:
         key = f"status:{cid}:{event.status}:{stamp}"
         job = await self.queue.submit("status", key, f"conv:{cid}", payload)
         return "stored" if job is not None else "duplicate"
+
+    async def recover_status(
+        self, conversation_id: int, conversation: Mapping[str, Any], *, settled_before: float
+    ) -> bool:
+        """A status the sweep read from Chatwoot (REST shape) that no webhook brought: handled as
+        a ``conversation_status_changed`` whose webhook was lost; True when a notice was stored.
+
+        Only for a conversation whose status the bridge knew, and only when its ``updated_at``
+        is before ``settled_before`` (a webhook may still be on its way) and after the last
+        status event applied (an older state never undoes a newer one).
+        """
+        status, raw_updated = conversation.get("status"), conversation.get("updated_at")
+        try:
+            updated_at = to_epoch(raw_updated)
+            last_activity_at = to_epoch(conversation.get("last_activity_at"))
+        except ValueError:
+            return False
+        if status not in CONVERSATION_STATUSES or updated_at is None:
+            return False
+        known = await self.ctx.store.conversation(conversation_id)
+        if known is None or known.status in (None, status) or updated_at >= settled_before:
+            return False
+        if known.status_event_at is not None and updated_at <= known.status_event_at:
+            return False
+        event = ConversationEvent(
+            event="conversation_status_changed",
+            conversation_id=conversation_id,
+            account_id=self.ctx.cfg.chatwoot_account_id,
+            inbox_id=self.ctx.cfg.chatwoot_inbox_id,
+            status=status,
+            previous_status=None,
+            contact_identifier=None,
+            last_activity_at=last_activity_at,
+            updated_at=updated_at,
+            uuid=None,
+        )
+        outcome = await self._accept_conversation(event, conversation)
+        if outcome == "stored":
+            log.info(
+                "conversation %d is %s in Chatwoot, which no webhook told (was %s)",
+                conversation_id, status, known.status,
+            )
+        return outcome == "stored"
 
     async def route_conversation(
         self, conversation_id: int, identifier: str | None, conversation: Mapping[str, Any]

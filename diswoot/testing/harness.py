@@ -204,15 +204,23 @@ def config_environment(cfg: Config) -> dict[str, str]:
     return env
 
 
+def daemon_environment(
+    cfg: Config, extra_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """This process's environment with ``cfg``'s variables instead of any of its own."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in cfg.__dataclass_fields__}
+    env.update(config_environment(cfg))
+    env.update(extra_env or {})
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
 @asynccontextmanager
 async def daemon_process(
     cfg: Config, *, extra_env: Mapping[str, str] | None = None
 ) -> AsyncIterator[trio.Process]:
     """``python -m diswoot`` as a real child process configured like ``cfg``."""
-    env = {k: v for k, v in os.environ.items() if k not in cfg.__dataclass_fields__}
-    env.update(config_environment(cfg))
-    env.update(extra_env or {})
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env = daemon_environment(cfg, extra_env)
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(
             partial(

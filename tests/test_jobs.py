@@ -320,31 +320,37 @@ async def test_bookkeeping_the_store_refuses_holds_its_lane_and_the_queue_runs_o
     tried again until the store takes it; no crash, nothing run twice that succeeded."""
     disk_full = True
     handled: list[str] = []
-    a_handled = trio.Event()
+    retried = trio.Event()  # the queue saw the refusal and waits to try again
     done = trio.Event()
     stored = getattr(q, write)
+    until_stored = jobs_module.until_stored
 
     def refusing(*args: Any) -> Any:
         if disk_full:
             raise sqlite3.OperationalError("database or disk is full")
         return stored(*args)
 
+    async def observed(write: Any, *, what: str, log: Any, on_retry: Any) -> Any:
+        def counted() -> None:
+            on_retry()
+            retried.set()
+
+        return await until_stored(write, what=what, log=log, on_retry=counted)
+
     async def handler(job: Job) -> None:
         nonlocal disk_full
         handled.append(job.dedupe_key)
         if job.dedupe_key == "a":
-            a_handled.set()
             if first_attempt is not None and handled.count("a") == 1:
                 raise first_attempt
         elif job.dedupe_key == "c":  # another lane, while a's lane waits for the store
-            await a_handled.wait()
-            await trio.sleep(0.05)
-            assert queue.counters.store_retries >= 1
+            await retried.wait()
             disk_full = False
         elif job.dedupe_key == "b":
             done.set()
 
     monkeypatch.setattr(q, write, refusing)
+    monkeypatch.setattr(jobs_module, "until_stored", observed)
     async with open_store(tmp_path / "t.db") as store:
         queue = JobQueue(store, "inbound", handler, backoff=instant)
         for key, lane in (("a", "u1"), ("b", "u1"), ("c", "u2")):

@@ -405,10 +405,10 @@ async def test_a_status_webhook_older_than_the_one_applied_changes_nothing(
             cid = await agent_conversation(world)
             fake = world.chatwoot
             await fake.set_status(cid, "resolved", deliver=False)
-            await trio.sleep(0.01)  # a later updated_at
-            await fake.set_status(cid, "open", deliver=False)
+            await fake.set_status(cid, "open", deliver=False)  # a later updated_at, always
             lost = [p for p in fake.lost_webhooks if p["event"] == "conversation_status_changed"]
             assert [p["status"] for p in lost] == ["resolved", "open"]
+            assert lost[0]["updated_at"] < lost[1]["updated_at"]
             await fake.deliver_late(list(reversed(lost)))
             await fake.agent_reply(cid, "marker")
             await world.wait_for(lambda: "marker" in texts(world))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -43,11 +42,15 @@ from diswoot.bridge.presence import run_presence
 from diswoot.bridge.retention import run_retention
 from diswoot.bridge.router import Intake, route_events
 from diswoot.chatwoot.client import ChatwootClient
-from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.chatwoot.inbox_cache import InboxCache
 from diswoot.config import Config, read_environment
 from diswoot.context import Context
 from diswoot.errors import FatalConfigurationError
+from diswoot.fatal_checks import (
+    check_chatwoot_credentials,
+    check_database,
+    refuse_rejected_token,
+)
 from diswoot.gateway.events import GatewayEvent, GatewayStatus, Presence, SessionState
 from diswoot.gateway.runner import GatewaySettings, run_gateway
 from diswoot.health import Health
@@ -58,7 +61,6 @@ from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError
 from diswoot.store import Store, open_store
 from diswoot.store import queries as q
-from diswoot.store.db import connect
 from diswoot.supervise import supervised
 from diswoot.webhook.app import create_app
 from diswoot.webhook.server import serve_http
@@ -127,7 +129,7 @@ class _Startup:
 async def _run(
     cfg: Config, stop: trio.Event, startup: _Startup, task_status: trio.TaskStatus[Daemon]
 ) -> None:
-    await _check_database(cfg)
+    await check_database(cfg)
     async with (
         open_store(cfg.db_path) as store,
         http_client(DISCORD_CONNECTIONS) as discord_http,
@@ -140,26 +142,6 @@ async def _run(
         finally:
             with trio.CancelScope(shield=True):
                 await ctx.plugins.aclose()
-
-
-_UNUSABLE_DATABASE = ("unable to open database file", "readonly database", "not a database")
-
-
-async def _check_database(cfg: Config) -> None:
-    """A database path the daemon cannot use (no permission, not a directory, not a SQLite
-    file) is a configuration error: exit 78 naming DISWOOT_DB_PATH, not a traceback."""
-    try:
-        db = await trio.to_thread.run_sync(connect, str(cfg.db_path))
-    except (OSError, sqlite3.DatabaseError) as exc:
-        if isinstance(exc, sqlite3.DatabaseError) and not any(
-            text in str(exc) for text in _UNUSABLE_DATABASE
-        ):
-            raise  # e.g. a full disk: not the configuration's fault, a restart may help
-        raise FatalConfigurationError(
-            f"DISWOOT_DB_PATH={cfg.db_path} cannot be used: {exc} (a writable path for the "
-            "daemon's user; the systemd unit keeps it in /var/lib/diswoot)"
-        ) from None
-    await trio.to_thread.run_sync(db.close)
 
 
 async def _build_context(
@@ -217,7 +199,7 @@ async def _run_services(
         store_batches=lambda: ctx.store.batches, checkpoints=ctx.store.checkpoints,
     )
 
-    await _check_chatwoot_credentials(ctx)
+    await check_chatwoot_credentials(ctx)
     session = await _load_session(ctx)
     intake = Intake()  # what the router has yet to handle (the session is saved only past it)
     settings = GatewaySettings(
@@ -245,7 +227,7 @@ async def _run_services(
             _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
         )
         nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop, intake)
-        nursery.start_soon(_until_stopped, stop, partial(_refuse_rejected_token, ctx.discord))
+        nursery.start_soon(_until_stopped, stop, partial(refuse_rejected_token, ctx.discord))
         start_soon("presence", run_presence, ctx, stop)
         start_soon("retention", partial(run_retention, clock=ctx.clock), ctx.store, cfg,
                    ctx.metrics, stop)
@@ -287,19 +269,6 @@ async def _background(
     async with trio.open_nursery() as nursery:
         await start(nursery, stop)
         task_status.started()
-
-
-async def _refuse_rejected_token(
-    discord: DiscordRest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Discord answered 401 to the bot token while running: stop with 78 (the jobs that met
-    it wait in SQLite, transient, for the start with a valid token)."""
-    task_status.started()
-    await discord.token_rejected.wait()
-    raise FatalConfigurationError(
-        "Discord refused the bot token (HTTP 401): it was reset or revoked. Pending deliveries "
-        "stay queued; set the new DISCORD_TOKEN (Developer Portal, Bot) and start diswoot again."
-    )
 
 
 async def _until_stopped(
@@ -390,25 +359,6 @@ async def _router_task(
             await supervised("router", stop, route)
         finally:  # closing the last receiver drops what is left: never claim it
             intake.left_behind = bool(events_rx.statistics().current_buffer_used)
-
-
-async def _check_chatwoot_credentials(ctx: Context) -> None:
-    """Fail fast (exit 78) on a rejected token or a wrong inbox; carry on if Chatwoot is down."""
-    try:
-        with trio.fail_after(15):
-            await ctx.chatwoot.get_inbox()
-    except trio.TooSlowError:
-        log.warning("Chatwoot did not answer at start-up; DMs will be queued until it does")
-    except ChatwootUnavailable as exc:
-        log.warning("Chatwoot is unreachable at start-up (%s); DMs will be queued", exc)
-    except ChatwootError as exc:
-        if exc.status in (401, 403, 404):
-            raise FatalConfigurationError(
-                f"Chatwoot rejected the configuration: {exc}. Check CHATWOOT_API_TOKEN "
-                "(a user access token), CHATWOOT_ACCOUNT_ID and CHATWOOT_INBOX_ID (an API inbox "
-                "the token's user can access); `diswoot check` explains more"
-            ) from None
-        raise
 
 
 async def _save_session(

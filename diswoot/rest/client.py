@@ -45,13 +45,17 @@ class UploadFile:
 
 
 def _error_from(route: Route, response: httpx.Response) -> DiscordHTTPError:
+    """The error for a failed response: a 401 on a bot-token route is the token's
+    (:class:`DiscordTokenRejected`), anything else the request's."""
+    rejected = response.status_code == 401 and not route.template.startswith(TOKEN_ROUTES)
+    error = DiscordTokenRejected if rejected else DiscordHTTPError
     try:
         data = response.json()
     except ValueError:
         data = None
     if isinstance(data, dict):
         code = data.get("code")
-        return DiscordHTTPError(
+        return error(
             response.status_code,
             code if isinstance(code, int) else None,
             str(data.get("message", response.reason_phrase)),
@@ -59,7 +63,7 @@ def _error_from(route: Route, response: httpx.Response) -> DiscordHTTPError:
             data.get("errors") if isinstance(data.get("errors"), dict) else None,
         )
     text = response.text[:200] or response.reason_phrase
-    return DiscordHTTPError(response.status_code, None, text, route.key)
+    return error(response.status_code, None, text, route.key)
 
 
 def _backoff(attempt: int) -> float:
@@ -154,11 +158,8 @@ class DiscordRest:
                 continue
             if not response.is_success:
                 error = _error_from(route, response)
-                if response.status_code == 401 and not route.template.startswith(TOKEN_ROUTES):
+                if isinstance(error, DiscordTokenRejected):
                     self.token_rejected.set()
-                    raise DiscordTokenRejected(
-                        error.status, error.code, error.message, error.route, error.errors
-                    )
                 raise error
             if response.status_code == 204 or not response.content:
                 return None

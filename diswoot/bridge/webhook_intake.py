@@ -306,8 +306,8 @@ class WebhookIntake:
         a ``conversation_status_changed`` whose webhook was lost; True when a notice was stored.
 
         Only for a conversation whose status the bridge knew, and only when its ``updated_at``
-        is before ``settled_before`` (a webhook may still be on its way) and after the last
-        status event applied (an older state never undoes a newer one).
+        is before ``settled_before`` (a webhook may still be on its way); an older state than the
+        last status event applied is ignored there, as for a webhook.
         """
         status, raw_updated = conversation.get("status"), conversation.get("updated_at")
         try:
@@ -319,8 +319,6 @@ class WebhookIntake:
             return False
         known = await self.ctx.store.conversation(conversation_id)
         if known is None or known.status in (None, status) or updated_at >= settled_before:
-            return False
-        if known.status_event_at is not None and updated_at <= known.status_event_at:
             return False
         event = ConversationEvent(
             event="conversation_status_changed",

@@ -3,13 +3,21 @@
 ``python -m bench.floor`` (also ``python -m bench --floor``) measures, each in its own process
 so one figure never contains another's CPU:
 
-* ``httpx``: an ``httpx.AsyncClient`` under trio POSTing a Chatwoot-sized JSON body over a
-  kept-alive pool (20 at a time), CPU of the client process per request;
-* ``httpcore``: the same with ``httpcore.AsyncConnectionPool`` alone;
+* ``httpx``: ``httpx.AsyncClient`` under trio POSTing a Chatwoot-sized JSON body, 20 at a
+  time, each of the 20 workers on a kept-alive client of its own; CPU of the client process
+  per request;
+* ``httpx_shared_pool``: the same through *one* client's pool of 20 connections, the stock
+  way.  httpcore scans every pooled connection on each request and response, which about
+  doubles the CPU per request at 20 connections; the daemon's pool (``diswoot/http_pool.py``)
+  avoids that scan, so the floor is the figure without it;
+* ``httpcore``: as ``httpx``, with ``httpcore.AsyncConnectionPool`` alone;
 * ``quart_keepalive`` / ``quart_new_connection``: a quart-trio app on hypercorn's trio worker
   answering a webhook-sized POST (reads, parses, answers JSON), CPU of the server process per
   request, on kept-alive connections / one connection per request (as Chatwoot sends webhooks);
-* ``asgi_keepalive``: a bare ASGI app on hypercorn, kept alive.
+* ``asgi_keepalive``: a bare ASGI app on hypercorn, kept alive;
+* ``httpx_paced`` / ``quart_new_connection_paced``: one request at a time, one every 1/20 s
+  (the steady scenarios' rate), so each starts from an idle loop as a steady message does;
+  waking from idle costs about twice the back-to-back figure on this machine kind.
 
 The daemon's CPU per message divided by the floor of the same work is its overhead ratio.
 """
@@ -23,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -31,6 +39,8 @@ import trio
 from bench.procstat import cpu_seconds
 
 REQUESTS = 2000
+PACED_REQUESTS = 100
+PACED_RATE = 20.0  # requests/s, the steady scenarios' default rate
 CONCURRENCY = 20
 WARMUP = 200
 BODY = json.dumps(
@@ -156,57 +166,92 @@ class _Server:
         self.proc.wait()
 
 
-async def _drive(request: Callable[[], Awaitable[None]], total: int) -> None:
-    """``total`` requests, CONCURRENCY at a time."""
+async def _drive(requests: Sequence[Callable[[], Awaitable[None]]], total: int) -> None:
+    """``total`` requests, CONCURRENCY at a time; worker ``i`` uses ``requests[i % len]``."""
     remaining = iter(range(total))
 
-    async def worker() -> None:
+    async def worker(request: Callable[[], Awaitable[None]]) -> None:
         for _ in remaining:
             await request()
 
     async with trio.open_nursery() as nursery:
-        for _ in range(CONCURRENCY):
-            nursery.start_soon(worker)
+        for i in range(CONCURRENCY):
+            nursery.start_soon(worker, requests[i % len(requests)])
 
 
 async def _measure(
-    request: Callable[[], Awaitable[None]], cpu: Callable[[], float], total: int
+    requests: Sequence[Callable[[], Awaitable[None]]], cpu: Callable[[], float], total: int
 ) -> float:
     """CPU milliseconds per request of the process that ``cpu`` reads."""
-    await _drive(request, WARMUP)
+    await _drive(requests, WARMUP)
     before = cpu()
-    await _drive(request, total)
+    await _drive(requests, total)
     return (cpu() - before) / total * 1000
 
 
-async def httpx_client_floor(url: str, total: int) -> float:
+async def _measure_paced(
+    request: Callable[[], Awaitable[None]], cpu: Callable[[], float], total: int
+) -> float:
+    """CPU milliseconds per request, one request every 1/PACED_RATE s."""
+    for _ in range(WARMUP // 10):
+        await request()
+    before, start = cpu(), trio.current_time()
+    for i in range(total):
+        await trio.sleep_until(start + i / PACED_RATE)
+        await request()
+    return (cpu() - before) / total * 1000
+
+
+async def httpx_client_floor(
+    url: str, total: int, *, shared_pool: bool = False, paced: bool = False
+) -> float:
     import httpx
 
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     headers = {"Content-Type": "application/json", "api_access_token": "t"}
-    async with httpx.AsyncClient(limits=limits) as client:
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    shared = httpx.AsyncClient(limits=limits)
+    own = not (shared_pool or paced)
+    clients = [httpx.AsyncClient() for _ in range(CONCURRENCY)] if own else [shared]
 
+    def request_of(client: httpx.AsyncClient) -> Callable[[], Awaitable[None]]:
         async def request() -> None:
             response = await client.post(url, content=BODY, headers=headers)
             response.json()
 
-        return await _measure(request, cpu_seconds, total)
+        return request
+
+    try:
+        if paced:
+            return await _measure_paced(request_of(shared), cpu_seconds, total)
+        return await _measure([request_of(c) for c in clients], cpu_seconds, total)
+    finally:
+        for client in {shared, *clients}:
+            await client.aclose()
 
 
 async def httpcore_floor(url: str, total: int) -> float:
     import httpcore
 
     headers = [(b"Content-Type", b"application/json"), (b"api_access_token", b"t")]
-    async with httpcore.AsyncConnectionPool(max_connections=CONCURRENCY) as pool:
+    pools = [httpcore.AsyncConnectionPool(max_connections=1) for _ in range(CONCURRENCY)]
 
+    def request_of(pool: httpcore.AsyncConnectionPool) -> Callable[[], Awaitable[None]]:
         async def request() -> None:
             response = await pool.request("POST", url, headers=headers, content=BODY)
             json.loads(response.content)
 
-        return await _measure(request, cpu_seconds, total)
+        return request
+
+    try:
+        return await _measure([request_of(p) for p in pools], cpu_seconds, total)
+    finally:
+        for pool in pools:
+            await pool.aclose()
 
 
-async def server_floor(server: _Server, total: int, *, new_connection: bool) -> float:
+async def server_floor(
+    server: _Server, total: int, *, new_connection: bool, paced: bool = False
+) -> float:
     import httpx
 
     url = f"http://127.0.0.1:{server.port}/webhook"
@@ -219,17 +264,23 @@ async def server_floor(server: _Server, total: int, *, new_connection: bool) -> 
             response = await client.post(url, content=WEBHOOK, headers=headers)
             response.raise_for_status()
 
-        return await _measure(request, server.cpu, total)
+        if paced:
+            return await _measure_paced(request, server.cpu, total)
+        return await _measure([request], server.cpu, total)
 
 
-def measure(total: int = REQUESTS) -> dict[str, float]:
+def measure(total: int = REQUESTS, paced: int = PACED_REQUESTS) -> dict[str, float]:
     """Every floor figure, in CPU milliseconds per request."""
     results: dict[str, float] = {}
     asgi = _Server("asgi")
     try:
         url = f"http://127.0.0.1:{asgi.port}/messages"
         results["httpx_ms"] = trio.run(httpx_client_floor, url, total)
+        results["httpx_shared_pool_ms"] = trio.run(
+            lambda: httpx_client_floor(url, total, shared_pool=True)
+        )
         results["httpcore_ms"] = trio.run(httpcore_floor, url, total)
+        results["httpx_paced_ms"] = trio.run(lambda: httpx_client_floor(url, paced, paced=True))
         results["asgi_keepalive_ms"] = trio.run(
             lambda: server_floor(asgi, total, new_connection=False)
         )
@@ -243,15 +294,25 @@ def measure(total: int = REQUESTS) -> dict[str, float]:
         results["quart_new_connection_ms"] = trio.run(
             lambda: server_floor(quart, total, new_connection=True)
         )
+        results["quart_new_connection_paced_ms"] = trio.run(
+            lambda: server_floor(quart, paced, new_connection=True, paced=True)
+        )
     finally:
         quart.stop()
     return {name: round(value, 3) for name, value in results.items()}
 
 
-def floor_of_work(floor: dict[str, float], *, requests: float, webhooks: float) -> float:
+def floor_of_work(
+    floor: Mapping[str, float], *, requests: float, webhooks: float, paced: bool = False
+) -> float | None:
     """Library CPU (ms) for ``requests`` outgoing HTTP calls and ``webhooks`` received ones
-    (each webhook on its own connection, as Chatwoot sends them)."""
-    return requests * floor["httpx_ms"] + webhooks * floor["quart_new_connection_ms"]
+    (each webhook on its own connection, as Chatwoot sends them); ``paced``: each from an
+    idle loop.  None when ``floor`` lacks the figures (an older JSON line)."""
+    suffix = "_paced_ms" if paced else "_ms"
+    client, server = floor.get(f"httpx{suffix}"), floor.get(f"quart_new_connection{suffix}")
+    if client is None or server is None:
+        return None
+    return requests * client + webhooks * server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     figures = measure(args.requests)
     for name, value in figures.items():
-        print(f"{name:<26} {value:8.3f} ms CPU per request")
+        print(f"{name:<30} {value:8.3f} ms CPU per request")
     print(json.dumps({"floor": figures}))
     return 0
 

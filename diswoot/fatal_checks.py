@@ -1,5 +1,6 @@
 """What ends the daemon with exit 78 beyond the variables themselves: a database path it cannot
-use, Chatwoot refusing the credentials at start, Discord refusing the bot token while running.
+use, Chatwoot refusing the credentials at start, Discord or Chatwoot refusing its token while
+running.
 A service that is merely down is never one of them: the daemon waits for it.
 """
 
@@ -10,6 +11,7 @@ import sqlite3
 
 import trio
 
+from diswoot.chatwoot.client import ChatwootClient
 from diswoot.chatwoot.errors import ChatwootError, ChatwootUnavailable
 from diswoot.config import Config
 from diswoot.context import Context
@@ -58,14 +60,34 @@ async def check_chatwoot_credentials(ctx: Context) -> None:
         raise
 
 
-async def refuse_rejected_token(
-    discord: DiscordRest, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+async def refuse_rejected_tokens(
+    discord: DiscordRest,
+    chatwoot: ChatwootClient,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Discord answered 401 to the bot token while running: stop with 78 (the jobs that met
+    """Discord or Chatwoot refused its token while running: stop with 78 (the jobs that met
     it wait in SQLite, transient, for the start with a valid token)."""
-    task_status.started()
-    await discord.token_rejected.wait()
-    raise FatalConfigurationError(
-        "Discord refused the bot token (HTTP 401): it was reset or revoked. Pending deliveries "
-        "stay queued; set the new DISCORD_TOKEN (Developer Portal, Bot) and start diswoot again."
-    )
+    rejected: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def first(event: trio.Event, message: str) -> None:
+            await event.wait()
+            rejected.append(message)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(first, discord.token_rejected, _DISCORD_REJECTED)
+        nursery.start_soon(first, chatwoot.token_rejected, _CHATWOOT_REJECTED)
+        task_status.started()
+    raise FatalConfigurationError(rejected[0])
+
+
+_DISCORD_REJECTED = (
+    "Discord refused the bot token (HTTP 401): it was reset or revoked. Pending deliveries "
+    "stay queued; set the new DISCORD_TOKEN (Developer Portal, Bot) and start diswoot again."
+)
+_CHATWOOT_REJECTED = (
+    "Chatwoot refused CHATWOOT_API_TOKEN (HTTP 401, Invalid Access Token): it was revoked or "
+    "regenerated. Pending DMs stay queued; set the user's current access token (Profile > "
+    "Access Token) and start diswoot again."
+)

@@ -49,7 +49,7 @@ from diswoot.errors import FatalConfigurationError
 from diswoot.fatal_checks import (
     check_chatwoot_credentials,
     check_database,
-    refuse_rejected_token,
+    refuse_rejected_tokens,
 )
 from diswoot.gateway.events import GatewayEvent, GatewayStatus, Presence, SessionState
 from diswoot.gateway.runner import GatewaySettings, run_gateway
@@ -227,7 +227,9 @@ async def _run_services(
             _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
         )
         nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop, intake)
-        nursery.start_soon(_until_stopped, stop, partial(refuse_rejected_token, ctx.discord))
+        nursery.start_soon(
+            _until_stopped, stop, partial(refuse_rejected_tokens, ctx.discord, ctx.chatwoot)
+        )
         start_soon("presence", run_presence, ctx, stop)
         start_soon("retention", partial(run_retention, clock=ctx.clock), ctx.store, cfg,
                    ctx.metrics, stop)

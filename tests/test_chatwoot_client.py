@@ -16,6 +16,7 @@ from diswoot.chatwoot.client import (
     ChatwootCsatLocked,
     ChatwootError,
     ChatwootNotFound,
+    ChatwootTokenRejected,
     ChatwootUnavailable,
     ChatwootUnprocessable,
 )
@@ -294,15 +295,35 @@ async def test_csat_get_submit_and_lock(client: ChatwootClient, fake: FakeChatwo
     assert isinstance(locked.value, ChatwootUnprocessable) and locked.value.status == 422
 
 
-async def test_bad_token_hint_names_the_variable(
+async def test_a_token_chatwoot_does_not_know_is_the_tokens_fault(
     http: httpx.AsyncClient, fake: FakeChatwoot
 ) -> None:
+    """401 "Invalid Access Token": transient for the job (it waits for a valid token), and
+    the client's ``token_rejected`` tells the daemon to stop with 78."""
     client = make_client(http, fake.base_url, token="wrong")
-    with trio.fail_after(10), pytest.raises(ChatwootError) as caught:
+    with trio.fail_after(10), pytest.raises(ChatwootTokenRejected) as caught:
         await client.get_inbox()
-    assert caught.value.status == 401
-    assert "CHATWOOT_API_TOKEN was rejected or lacks access to inbox 7" in str(caught.value)
+    assert caught.value.status == 401 and caught.value.transient
+    assert client.token_rejected.is_set()
+    assert "CHATWOOT_API_TOKEN is not a valid access token" in str(caught.value)
     assert "wrong" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "error", ["You are not authorized to do this action", "Access to this endpoint is not "
+              "authorized for bots"]
+)
+async def test_a_401_about_one_requests_access_is_that_requests(
+    client: ChatwootClient, fake: FakeChatwoot, error: str
+) -> None:
+    """Chatwoot's other 401s (Pundit, agent-bot tokens) are a permanent failure of the request
+    with the inbox-access hint; the token itself is not judged."""
+    fake.fail_next("POST", r"/contacts$", 401, body={"error": error})
+    with trio.fail_after(10), pytest.raises(ChatwootError) as caught:
+        await client.create_contact(name="alice", identifier="discord:1")
+    assert type(caught.value) is ChatwootError and not caught.value.transient
+    assert "lacks access to inbox 7" in str(caught.value)
+    assert not client.token_rejected.is_set()
 
 
 async def test_not_found(client: ChatwootClient) -> None:

@@ -197,6 +197,35 @@ async def test_a_token_revoked_while_running_exits_78_and_keeps_the_reply(
     assert [job.kind for job in pending] == ["reply"] and dead == []
 
 
+async def test_a_chatwoot_token_revoked_while_running_exits_78_and_keeps_the_dm(
+    tmp_path: Path,
+) -> None:
+    """An administrator regenerates the access token: Chatwoot answers 401 "Invalid Access
+    Token".  The DM that met it is not dead-lettered; the daemon stops with 78, and the next
+    start with the valid token forwards the DM once."""
+    async with fakes(tmp_path) as world:
+        async with daemon_process(world.cfg) as proc:
+            await world.wait_ready()
+            world.discord.add_user(UID, "alice")
+            world.chatwoot.api_token = "regenerated-in-the-profile"
+            world.discord.user_sends(UID, "hello")
+            with trio.fail_after(START_TIMEOUT):
+                await proc.wait()
+            assert proc.returncode == 78
+        assert world.chatwoot.messages == {}
+        async with open_store(world.cfg.db_path) as store:
+            pending = await store.call(q.list_jobs, ("pending",), "inbound")
+            dead = await store.call(q.list_jobs, ("dead",))
+        assert [job.kind for job in pending] == ["message"] and dead == []
+        world.chatwoot.api_token = world.cfg.chatwoot_api_token
+        async with daemon_process(world.cfg):
+            with trio.fail_after(START_TIMEOUT):
+                await eventually(lambda: world.chatwoot.messages)
+                await world.wait_ready()
+            await eventually(lambda: world.discord.reactions)
+        assert [m["content"] for m in world.chatwoot.messages.values()] == ["hello"]
+
+
 async def test_rejected_discord_token_exits_78_with_an_actionable_message(
     tmp_path: Path,
 ) -> None:

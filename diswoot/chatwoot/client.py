@@ -17,9 +17,11 @@ import httpx
 import trio
 
 from diswoot.chatwoot.errors import (
+    INVALID_TOKEN_ERROR,
     ChatwootCsatLocked,
     ChatwootError,
     ChatwootNotFound,
+    ChatwootTokenRejected,
     ChatwootUnavailable,
     ChatwootUnprocessable,
 )
@@ -55,6 +57,8 @@ class ChatwootClient:
         self._headers: dict[bool, httpx.Headers] = {}  # by public
         self.calls: Counter[str] = Counter()
         self.throttle = FixedWindowThrottle()
+        self.token_rejected = trio.Event()
+        """Set by a 401 "Invalid Access Token" (the daemon then exits 78)."""
 
     # ------------------------------------------------------------------ contacts
 
@@ -385,7 +389,10 @@ class ChatwootClient:
             raise ChatwootUnavailable(
                 f"Chatwoot {key} answered {status} (server error); retry later", status=status
             )
-        raise self._client_error(key, status, body, public=public)
+        error = self._client_error(key, status, body, public=public)
+        if isinstance(error, ChatwootTokenRejected):
+            self.token_rejected.set()
+        raise error
 
     def _client_error(self, key: str, status: int, body: Any, *, public: bool) -> ChatwootError:
         """The exception (with an operator hint) for a 4xx answer."""
@@ -405,6 +412,14 @@ class ChatwootClient:
                     key, status, body, "the CSAT survey is older than 14 days and is locked"
                 )
             return ChatwootUnprocessable(key, status, body, "Chatwoot rejected the data")
+        if status == 401 and not public and _error_text(body) == INVALID_TOKEN_ERROR:
+            return ChatwootTokenRejected(
+                key,
+                status,
+                body,
+                "CHATWOOT_API_TOKEN is not a valid access token (mistyped, revoked or "
+                "regenerated; use the user's current Profile > Access Token)",
+            )
         if status == 401:
             hint = (
                 f"CHATWOOT_API_TOKEN was rejected or lacks access to inbox {self.inbox_id} "
@@ -418,6 +433,11 @@ class ChatwootClient:
         else:
             hint = "the request was rejected; this is a bug in diswoot or a bad setting"
         return ChatwootError(key, status, body, hint)
+
+
+def _error_text(body: Any) -> Any:
+    """The ``error`` field of a JSON error body (None for any other shape)."""
+    return body.get("error") if isinstance(body, dict) else None
 
 
 def _fill(route: str, args: Sequence[object]) -> str:
@@ -459,6 +479,7 @@ __all__ = [
     "ChatwootCsatLocked",
     "ChatwootError",
     "ChatwootNotFound",
+    "ChatwootTokenRejected",
     "ChatwootUnavailable",
     "ChatwootUnprocessable",
     "Contact",

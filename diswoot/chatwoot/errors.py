@@ -42,6 +42,18 @@ class ChatwootError(UpstreamError):
         super().__init__(f"Chatwoot {request} answered {status}: {hint} ({_brief(body)})")
 
 
+class ChatwootTokenRejected(ChatwootError):
+    """401 "Invalid Access Token": CHATWOOT_API_TOKEN was revoked or regenerated.  The request
+    is not the problem, so the job waits (transient) while the daemon stops with 78."""
+
+    transient = True
+
+
+INVALID_TOKEN_ERROR = "Invalid Access Token"  # noqa: S105  (an error text, not a secret)
+"""Chatwoot's words for a token it does not know (``access_token_auth_helper.rb``); its other
+401s (Pundit, agent-bot routes) are about one request's access, not the token."""
+
+
 class ChatwootNotFound(ChatwootError):
     """404: the contact, conversation, message, inbox or CSAT survey does not exist."""
 

@@ -59,8 +59,8 @@ from diswoot.metrics import Metrics
 from diswoot.plugins.registry import PluginRegistry
 from diswoot.rest.client import DiscordRest
 from diswoot.rest.errors import DiscordHTTPError
+from diswoot.resume_point import ResumePoint, load_session
 from diswoot.store import Store, open_store
-from diswoot.store import queries as q
 from diswoot.supervise import supervised
 from diswoot.webhook.app import create_app
 from diswoot.webhook.server import serve_http
@@ -68,7 +68,6 @@ from diswoot.webhook.server import serve_http
 log = logging.getLogger("diswoot.service")
 
 GRACE_SECONDS = 10.0
-SESSION_KEY = "gateway_session"
 
 
 @dataclass
@@ -200,7 +199,7 @@ async def _run_services(
     )
 
     await check_chatwoot_credentials(ctx)
-    session = await _load_session(ctx)
+    session = await load_session(ctx.store)
     intake = Intake()  # what the router has yet to handle (the session is saved only past it)
     settings = GatewaySettings(
         token=cfg.discord_token,
@@ -222,11 +221,13 @@ async def _run_services(
         await start("inbox cache", _until_stopped, stop, ctx.inbox.run)
         start_soon("chatwoot probe", run_chatwoot_probe, ctx, [inbound.queue,
                    *outbound.extra_queues], stop)
-        save = partial(_save_session, ctx, session, intake, events_rx)
+        resume_point = ResumePoint(ctx.store, session, intake, events_rx)
+        save = resume_point.save
         nursery.start_soon(
             _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
         )
         nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop, intake)
+        nursery.start_soon(_until_stopped, stop, resume_point.keep_saved)
         nursery.start_soon(
             _until_stopped, stop, partial(refuse_rejected_tokens, ctx.discord, ctx.chatwoot)
         )
@@ -294,7 +295,7 @@ async def _gateway_task(
     presence_rx: trio.MemoryReceiveChannel[Presence],
     stop: trio.Event,
     session: SessionState,
-    save: Callable[[], Awaitable[None]],
+    save: Callable[[], Awaitable[object]],
 ) -> None:
     """The supervised gateway; closing ``events_tx`` at the end lets the router drain and end."""
     async with events_tx:
@@ -311,7 +312,7 @@ async def _run_gateway(
     presence_rx: trio.MemoryReceiveChannel[Presence],
     stop: trio.Event,
     session: SessionState,
-    save: Callable[[], Awaitable[None]],
+    save: Callable[[], Awaitable[object]],
 ) -> None:
     """Run the gateway (on its own clone of ``events_tx``, which it closes); when it ends
     other than by shutdown, ``save`` the resumable session so a restart can RESUME."""
@@ -363,31 +364,6 @@ async def _router_task(
             intake.left_behind = bool(events_rx.statistics().current_buffer_used)
 
 
-async def _save_session(
-    ctx: Context,
-    session: SessionState,
-    intake: Intake,
-    events_rx: trio.MemoryReceiveChannel[GatewayEvent],
-) -> None:
-    """Save the session where a restart RESUMEs, unless the router has not handled every
-    event handed to it (see :class:`Intake`): then the session saved before stays, and the
-    next start resumes from there (the replay is deduplicated) or starts afresh and fetches
-    the DMs it missed."""
-    if not intake.all_handled(events_rx):
-        log.warning(
-            "the gateway session is not saved: DMs it received are not all stored yet; the "
-            "next start resumes from an earlier point or fetches what it missed"
-        )
-        return
-    value = {
-        "session_id": session.session_id,
-        "seq": session.seq,
-        "resume_url": session.resume_url,
-        "user_id": session.user_id,
-    }
-    await ctx.store.call(q.set_value, SESSION_KEY, value)
-
-
 @contextmanager
 def _signal_receiver(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
     """SIGTERM/SIGINT (and the SIGUSR2 test hook) delivered to the trio loop, if ``enabled``."""
@@ -416,22 +392,6 @@ async def _watch_signals(signals: AsyncIterator[int], stop: trio.Event, startup:
         if stop.is_set() or not startup.done:
             startup.scope.cancel()
         stop.set()
-
-
-async def _load_session(ctx: Context) -> SessionState:
-    """The session saved by the previous run (anything unusable in it is ignored)."""
-    saved = await ctx.store.call(q.get_value, SESSION_KEY)
-    saved = saved if isinstance(saved, dict) else {}
-    session_id, seq = saved.get("session_id"), saved.get("seq")
-    resume_url, user_id = saved.get("resume_url"), saved.get("user_id")
-    if not (isinstance(session_id, str) and isinstance(seq, int)):
-        session_id, seq = None, None
-    return SessionState(
-        session_id=session_id,
-        seq=seq,
-        resume_url=resume_url if isinstance(resume_url, str) else None,
-        user_id=user_id if isinstance(user_id, str) else None,
-    )
 
 
 def _queue_depths(ctx: Context, queues: list[Any]) -> dict[str, dict[str, Any]]:

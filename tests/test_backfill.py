@@ -21,6 +21,7 @@ import trio
 
 from diswoot.bridge.backfill import BackfillResult
 from diswoot.bridge.commands import NO_TICKET
+from diswoot.resume_point import SESSION_KEY
 from diswoot.snowflake import snowflake_time
 from diswoot.store import open_store
 from diswoot.store import queries as q
@@ -410,6 +411,45 @@ async def test_history_older_than_the_newest_stored_dm_is_never_run_or_forwarded
         assert result == BackfillResult(channels=1, seen=3)
         assert [m["content"] for m in incoming(world)] == ["hello"]
         assert replies_to(world, old[1]["id"]) == [] and edit_notes(world) == []
+
+
+async def test_a_new_users_dm_sent_during_a_crash_arrives_by_resume(tmp_path: Path) -> None:
+    """A real ``python -m diswoot`` is SIGKILLed (a crash, the OOM killer, the watchdog): the
+    session it saved while running lets the restart RESUME, and Discord's replay brings a DM
+    that a user with no ticket sent meanwhile - which no backfill could find (the bot learns
+    of a user's DM channel only from their DMs)."""
+    newcomer = "80351110224678913"
+    with trio.fail_after(TIMEOUT):
+        async with bridge_world(
+            tmp_path, start=False, greeting_enabled=False, discord_options=FAST_DISCORD
+        ) as world:
+            world.discord.add_user(UID, "alice")
+            world.discord.add_user(newcomer, "bob")
+            fake = gateway(world)
+            async with daemon_process(world.cfg) as proc:
+                first = world.discord.user_sends(UID, "before")
+                await forwarded(world, first["id"])
+                seen = fake.last_seq
+                while await saved_seq(world) != seen:  # noqa: ASYNC110 - another process saves it
+                    await trio.sleep(0.05)
+                proc.kill()
+                await proc.wait()
+            away = world.discord.user_sends(newcomer, "hello, first time here")
+            await world.start()
+            await forwarded(world, away["id"])
+            await settled(world)
+            assert [m["content"] for m in incoming(world)] == [
+                "before", "hello, first time here"
+            ]
+            assert len(fake.identifies) == 1 and len(fake.resumes) == 1
+            assert world.chatwoot.violations == [] and world.discord.violations == []
+
+
+async def saved_seq(world: World) -> int | None:
+    """The ``seq`` of the gateway session the daemon saved (None before any)."""
+    async with open_store(world.cfg.db_path) as store:
+        saved = await store.call(q.get_value, SESSION_KEY)
+    return saved.get("seq") if isinstance(saved, dict) else None
 
 
 async def test_a_dm_sent_after_a_sigkill_arrives_once(tmp_path: Path) -> None:

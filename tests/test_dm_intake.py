@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from diswoot import service
+from diswoot.bridge.router import Intake
+from diswoot.resume_point import SESSION_KEY
 from diswoot.store import open_store
 from diswoot.store import queries as q
 from diswoot.testing.harness import World, bridge_world
@@ -82,7 +85,7 @@ async def test_dms_the_store_could_not_take_are_kept_and_stored_once_it_can(
 
 async def saved_session(path: Path) -> Any:
     async with open_store(path) as store:
-        return await store.call(q.get_value, service.SESSION_KEY)
+        return await store.call(q.get_value, SESSION_KEY)
 
 
 async def test_the_session_is_not_saved_past_dms_that_were_not_stored(
@@ -98,7 +101,7 @@ async def test_the_session_is_not_saved_past_dms_that_were_not_stored(
             await forwarded(world, before)
             await world.restart()  # a graceful stop saves the session; the start resumes it
             path = Path(world.cfg.diswoot_db_path)
-            kept = await world.daemon.ctx.store.call(q.get_value, service.SESSION_KEY)
+            kept = await world.daemon.ctx.store.call(q.get_value, SESSION_KEY)
             assert kept is not None and kept["seq"] is not None
 
             failing_accept_dms(monkeypatch, times=float("inf"))
@@ -144,3 +147,25 @@ async def test_an_edit_the_store_could_not_take_becomes_its_note_once_it_can(
             assert notes == ["✏️ edited: my order is very late"]
             rejected = {"type": "MESSAGE_UPDATE", "reason": "handler_error"}
             assert sample(world, "diswoot_events_rejected_total", rejected) == 0
+
+
+async def test_an_event_handed_to_the_waiting_router_counts_until_the_router_runs() -> None:
+    """A send to a router that waits hands the event over directly: it is in no buffer and
+    not yet counted busy, so the session must not be saved past it until the router runs."""
+    events_tx, events_rx = trio.open_memory_channel[Any](64)
+    intake, got = Intake(), []
+
+    async def router() -> None:
+        async for event in events_rx:
+            got.append(event)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(router)
+        await trio.testing.wait_all_tasks_blocked()
+        assert intake.all_handled(events_rx)  # waiting, nothing handed over
+        events_tx.send_nowait("a DM")
+        assert got == [] and not intake.all_handled(events_rx)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == ["a DM"] and intake.all_handled(events_rx)
+        await events_tx.aclose()
+    assert intake.all_handled(events_rx)  # the gateway closed the channel: nothing can come

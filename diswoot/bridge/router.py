@@ -53,7 +53,12 @@ class Intake:
     left_behind: bool = False  # the router ended with events still in its channel
 
     def all_handled(self, events: trio.MemoryReceiveChannel[GatewayEvent]) -> bool:
-        return not (self.busy or self.left_behind or events.statistics().current_buffer_used)
+        stats = events.statistics()
+        if self.busy or self.left_behind or stats.current_buffer_used:
+            return False
+        # an event sent to the router while it waited is handed over directly: until the
+        # router runs it is neither buffered nor counted busy, and the router no longer waits
+        return bool(stats.tasks_waiting_receive) or not stats.open_send_channels
 
 
 _EVENT_TYPES: dict[type[Any], str] = {

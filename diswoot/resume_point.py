@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from diswoot.bridge.router import Intake
-from diswoot.gateway.events import GatewayEvent, SessionState
+from diswoot.gateway.events import GatewayStatus, SessionState
 from diswoot.store import Store
 from diswoot.store import queries as q
 
@@ -49,12 +49,12 @@ class ResumePoint:
         store: Store,
         session: SessionState,
         intake: Intake,
-        events_rx: trio.MemoryReceiveChannel[GatewayEvent],
+        gateway: GatewayStatus,
     ) -> None:
         self._store = store
         self._session = session
         self._intake = intake
-        self._events = events_rx
+        self._gateway = gateway
         self._saved: dict[str, Any] | None = None
 
     def _value(self) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class ResumePoint:
         """Save the session unless the router has not handled every event handed to it: then
         the session saved before stays, and the next start resumes from there (the replay is
         deduplicated) or starts afresh and fetches the DMs it missed.  True when stored."""
-        if not self._intake.all_handled(self._events):
+        if not self._intake.all_handled(self._gateway):
             if not quiet:
                 log.warning(
                     "the gateway session is not saved: DMs it received are not all stored yet; "

@@ -221,7 +221,7 @@ async def _run_services(
         await start("inbox cache", _until_stopped, stop, ctx.inbox.run)
         start_soon("chatwoot probe", run_chatwoot_probe, ctx, [inbound.queue,
                    *outbound.extra_queues], stop)
-        resume_point = ResumePoint(ctx.store, session, intake, events_rx)
+        resume_point = ResumePoint(ctx.store, session, intake, ctx.gateway)
         save = resume_point.save
         nursery.start_soon(
             _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
@@ -357,11 +357,8 @@ async def _router_task(
     async def route() -> None:
         await route_events(events_rx.clone(), ctx, inbound, interactions, intake)
 
-    async with events_rx:
-        try:
-            await supervised("router", stop, route)
-        finally:  # closing the last receiver drops what is left: never claim it
-            intake.left_behind = bool(events_rx.statistics().current_buffer_used)
+    async with events_rx:  # what is left when it closes is never taken: never claimed
+        await supervised("router", stop, route)
 
 
 @contextmanager

@@ -13,7 +13,8 @@ import trio
 import trio.testing
 
 from diswoot import service
-from diswoot.bridge.router import Intake
+from diswoot.bridge.router import Intake, route_events
+from diswoot.gateway.events import GatewayEvent, GatewayStatus, Resumed
 from diswoot.resume_point import SESSION_KEY
 from diswoot.store import open_store
 from diswoot.store import queries as q
@@ -149,23 +150,27 @@ async def test_an_edit_the_store_could_not_take_becomes_its_note_once_it_can(
             assert sample(world, "diswoot_events_rejected_total", rejected) == 0
 
 
-async def test_an_event_handed_to_the_waiting_router_counts_until_the_router_runs() -> None:
+async def test_an_event_handed_to_the_waiting_router_counts_until_the_router_takes_it(
+    tmp_path: Path,
+) -> None:
     """A send to a router that waits hands the event over directly: it is in no buffer and
-    not yet counted busy, so the session must not be saved past it until the router runs."""
-    events_tx, events_rx = trio.open_memory_channel[Any](64)
-    intake, got = Intake(), []
-
-    async def router() -> None:
-        async for event in events_rx:
-            got.append(event)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(router)
-        await trio.testing.wait_all_tasks_blocked()
-        assert intake.all_handled(events_rx)  # waiting, nothing handed over
-        events_tx.send_nowait("a DM")
-        assert got == [] and not intake.all_handled(events_rx)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == ["a DM"] and intake.all_handled(events_rx)
-        await events_tx.aclose()
-    assert intake.all_handled(events_rx)  # the gateway closed the channel: nothing can come
+    not yet taken, so the session must not be saved past it until the router has run."""
+    with trio.fail_after(CEILING):
+        async with bridge_world(tmp_path, greeting_enabled=False) as world:
+            daemon = world.daemon
+            events_tx, events_rx = trio.open_memory_channel[GatewayEvent](64)
+            intake, gateway = Intake(), GatewayStatus()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    route_events, events_rx, daemon.ctx, daemon.inbound, daemon.interactions,
+                    intake,
+                )
+                await trio.testing.wait_all_tasks_blocked()
+                assert intake.all_handled(gateway)  # waiting, nothing delivered
+                events_tx.send_nowait(Resumed(replayed=0))  # what the gateway does, then
+                gateway.delivered += 1  # counts it, with no checkpoint between
+                assert events_rx.statistics().current_buffer_used == 0
+                assert not intake.all_handled(gateway)
+                await trio.testing.wait_all_tasks_blocked()
+                assert intake.all_handled(gateway)
+                await events_tx.aclose()

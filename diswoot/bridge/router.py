@@ -22,6 +22,7 @@ from diswoot.context import Context
 from diswoot.gateway.events import (
     REJECT_HANDLER_ERROR,
     GatewayEvent,
+    GatewayStatus,
     InteractionCreate,
     MessageCreate,
     MessageDelete,
@@ -44,21 +45,18 @@ class Intake:
     """Whether every event the gateway handed to the router was handled.
 
     The gateway counts a dispatch as done (its ``seq``, where a RESUME starts) when it enters
-    the router's channel, so its session may be saved only while nothing is waiting there or
-    being stored: a RESUME from a session saved earlier than that could skip DMs that never
-    reached the store.
+    the router's channel, so its session may be saved only while every event it delivered
+    (``GatewayStatus.delivered``) was taken by the router and none is being stored: a RESUME
+    from a session saved past that could skip DMs that never reached the store.
     """
 
     busy: int = 0  # batches of DMs and text commands being handled now
-    left_behind: bool = False  # the router ended with events still in its channel
+    taken: int = 0  # events the router took from its channel
 
-    def all_handled(self, events: trio.MemoryReceiveChannel[GatewayEvent]) -> bool:
-        stats = events.statistics()
-        if self.busy or self.left_behind or stats.current_buffer_used:
-            return False
-        # an event sent to the router while it waited is handed over directly: until the
-        # router runs it is neither buffered nor counted busy, and the router no longer waits
-        return bool(stats.tasks_waiting_receive) or not stats.open_send_channels
+    def all_handled(self, gateway: GatewayStatus) -> bool:
+        """Every event the gateway delivered was taken (none waits in the channel, or in the
+        hand-over to a router that waited and has not run yet), none is being handled."""
+        return not self.busy and self.taken == gateway.delivered
 
 
 _EVENT_TYPES: dict[type[Any], str] = {
@@ -193,9 +191,11 @@ async def route_events(
     """
     async with events_rx, trio.open_nursery() as nursery:
         async for first in events_rx:
-            intake.busy += 1  # no checkpoint since the receive: nothing is unaccounted for
+            batch = _waiting(first, events_rx)
+            intake.taken += len(batch)  # no checkpoint since the receive: all accounted for
+            intake.busy += 1
             dms: list[MessageCreate] = []
-            for event in _waiting(first, events_rx):
+            for event in batch:
                 if isinstance(event, MessageCreate) and not interactions.is_text_command(event):
                     dms.append(event)
                     continue

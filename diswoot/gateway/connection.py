@@ -101,6 +101,7 @@ class GatewayConnection:
         self._ws = ws
         self._presence = presence
         self._events_tx = events_tx
+        self._status = status
         self._stop = stop
         self._on_identify = on_identify
         self._limiter = limiter or SendLimiter()
@@ -189,14 +190,13 @@ class GatewayConnection:
         try:
             try:
                 self._events_tx.send_nowait(event)
-                return True
             except trio.WouldBlock:
-                pass
-            self._proto.delivery_blocked(True)
-            try:
-                await self._events_tx.send(event)
-            finally:
-                self._proto.delivery_blocked(False)
+                self._proto.delivery_blocked(True)
+                try:
+                    await self._events_tx.send(event)
+                finally:
+                    self._proto.delivery_blocked(False)
+            self._status.delivered += 1
             return True
         except trio.BrokenResourceError:
             log.warning("gateway events receiver closed; stopping the gateway")

@@ -234,6 +234,8 @@ class GatewayStatus:
     reconnects: int = 0
     last_ack_latency: float | None = None
     identify_remaining: int | None = None
+    delivered: int = 0
+    """Dispatches handed to the router's channel (the router counts those it took)."""
     on_change: Callable[[GatewayStatus], None] | None = field(
         default=None, repr=False, compare=False
     )

@@ -105,7 +105,8 @@ class GatewayConnection:
         self._stop = stop
         self._on_identify = on_identify
         self._limiter = limiter or SendLimiter()
-        self._proto = GatewaySession(session, status, credentials, lambda: presence.latest)
+        self._identified_with: int | None = None  # the presence version IDENTIFY carried
+        self._proto = GatewaySession(session, status, credentials, self._presence_to_identify)
         self._end: ConnectionEnd | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -204,9 +205,17 @@ class GatewayConnection:
             await trio.lowlevel.checkpoint()
             return False
 
+    def _presence_to_identify(self) -> Presence | None:
+        """The presence IDENTIFY carries (remembered: the handshake need not send it again)."""
+        latest = self._presence.latest
+        if latest is not None:
+            self._identified_with = self._presence.version
+        return latest
+
     async def _presence_loop(self) -> None:
-        """Send the latest presence now (after every handshake) and whenever it changes."""
-        seen: int | None = None
+        """Send the latest presence after the handshake (unless IDENTIFY carried it; a RESUME
+        carries none) and whenever it changes."""
+        seen = self._identified_with
         while True:
             version, latest = self._presence.version, self._presence.latest
             if latest is not None and version != seen:

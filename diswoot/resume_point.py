@@ -9,6 +9,7 @@ new user's first DM, which no backfill could find.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 import trio
@@ -83,12 +84,23 @@ class ResumePoint:
             self._saved = value
         return True
 
-    async def keep_saved(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                         ) -> None:
+    async def keep_saved(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Save every :data:`SAVE_EVERY` seconds while the session is resumable (forever; the
-        daemon cancels it at shutdown and saves once more after the router drained)."""
+        daemon cancels it at shutdown and saves once more after the router drained).  A store
+        that refuses the write (a full disk) leaves the earlier save: tried again next time."""
         task_status.started()
+        failing = False
         while True:
             await trio.sleep(SAVE_EVERY)
-            if self._session.resumable:
+            if not self._session.resumable:
+                continue
+            try:
                 await self.save(quiet=True)
+            except (OSError, sqlite3.OperationalError) as exc:
+                if not failing:
+                    log.warning("could not save the gateway session (%s); trying again", exc)
+                failing = True
+            else:
+                failing = False

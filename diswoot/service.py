@@ -227,7 +227,7 @@ async def _run_services(
             _gateway_task, settings, ctx, events_tx, presence_rx, stop, session, save
         )
         nursery.start_soon(_router_task, events_rx, ctx, inbound, interactions, stop, intake)
-        nursery.start_soon(_until_stopped, stop, resume_point.keep_saved)
+        start_soon("session saver", _until_stopped, stop, resume_point.keep_saved)
         nursery.start_soon(
             _until_stopped, stop, partial(refuse_rejected_tokens, ctx.discord, ctx.chatwoot)
         )

@@ -14,8 +14,8 @@ import trio.testing
 
 from diswoot import service
 from diswoot.bridge.router import Intake, route_events
-from diswoot.gateway.events import GatewayEvent, GatewayStatus, Resumed
-from diswoot.resume_point import SESSION_KEY
+from diswoot.gateway.events import GatewayEvent, GatewayStatus, Resumed, SessionState
+from diswoot.resume_point import SAVE_EVERY, SESSION_KEY, ResumePoint
 from diswoot.store import open_store
 from diswoot.store import queries as q
 from diswoot.testing.harness import World, bridge_world
@@ -174,3 +174,28 @@ async def test_an_event_handed_to_the_waiting_router_counts_until_the_router_tak
                 await trio.testing.wait_all_tasks_blocked()
                 assert intake.all_handled(gateway)
                 await events_tx.aclose()
+
+
+async def test_a_periodic_save_the_store_refuses_is_tried_again(
+    tmp_path: Path, idle_jump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk while running: the session saved before stays, one warning, and the save
+    is made once the database takes writes again (the saver does not end the daemon)."""
+    caplog.set_level(logging.WARNING, logger="diswoot.service")
+    async with open_store(tmp_path / "diswoot.db") as store:
+        session = SessionState(session_id="abc", seq=1)
+        point = ResumePoint(store, session, Intake(), GatewayStatus())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(point.keep_saved)
+            await trio.sleep(SAVE_EVERY * 1.5)
+            assert (await store.call(q.get_value, SESSION_KEY))["seq"] == 1
+            await store.call(set_read_only, True)
+            session.seq = 2
+            await trio.sleep(SAVE_EVERY * 3)
+            assert (await store.call(q.get_value, SESSION_KEY))["seq"] == 1
+            await store.call(set_read_only, False)
+            await trio.sleep(SAVE_EVERY)
+            assert (await store.call(q.get_value, SESSION_KEY))["seq"] == 2
+            nursery.cancel_scope.cancel()
+    saves = [r for r in caplog.records if "could not save the gateway session" in r.getMessage()]
+    assert len(saves) == 1

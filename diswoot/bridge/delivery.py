@@ -18,7 +18,7 @@ from diswoot.bridge.downloads import DownloadFailed, TooLarge, chatwoot_media_po
 from diswoot.bridge.jobs import Finished
 from diswoot.context import Context
 from diswoot.rest.client import UploadFile
-from diswoot.rest.errors import DiscordHTTPError
+from diswoot.rest.errors import DiscordHTTPError, RequestWithdrawn
 from diswoot.store import Job
 from diswoot.store import queries as q
 from diswoot.tls import client_context
@@ -41,6 +41,12 @@ class OutboundFile(TypedDict):
     content_type: str | None
     link: str
     """The line sent instead of the file when it cannot be uploaded."""
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """``still_wanted`` said no before a part was sent (an agent deleted the reply); the
+    parts sent before stay recorded, for the deletion to find."""
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,10 @@ async def deliver_parts(
     chatwoot_message_id: int | None = None,
     conversation_id: int | None = None,
     ending: Ending | None = None,
-) -> Undeliverable | Finished | None:
-    """Send the parts not sent yet; ``Undeliverable`` on a permanent refusal.
+    still_wanted: Callable[[], bool] | None = None,
+) -> Undeliverable | Withdrawn | Finished | None:
+    """Send the parts not sent yet; ``Undeliverable`` on a permanent refusal, ``Withdrawn``
+    when ``still_wanted`` says no right before a part would be sent (after any rate-limit wait).
 
     With ``ending``, the job ends in the transaction that records its last part (returns
     ``Finished``); None: every part was sent before, the job is not ended here.
@@ -112,8 +120,14 @@ async def deliver_parts(
                 kwargs["content"] = join_lines(kwargs.get("content"), links)
             try:
                 message = await ctx.discord.send_message(
-                    channel_id, nonce=nonce_for(job.id, index), files=uploads, **kwargs
+                    channel_id,
+                    nonce=nonce_for(job.id, index),
+                    files=uploads,
+                    still_wanted=still_wanted,
+                    **kwargs,
                 )
+            except RequestWithdrawn:
+                return Withdrawn()
             except DiscordHTTPError as exc:
                 if exc.status != REQUEST_TOO_LARGE or not uploads:
                     raise

@@ -15,7 +15,7 @@ import trio
 from diswoot.bridge import embeds
 from diswoot.bridge.agent_typing import AgentTyping
 from diswoot.bridge.csat import CsatFlow
-from diswoot.bridge.delivery import Ending, Undeliverable, deliver_parts
+from diswoot.bridge.delivery import Ending, Undeliverable, Withdrawn, deliver_parts
 from diswoot.bridge.jobs import Finished, FinishLater, JobQueue, PermanentFailure
 from diswoot.bridge.receipts import Receipts
 from diswoot.bridge.recent import RecentIds
@@ -54,7 +54,11 @@ class OutboundBridge:
         # reply jobs stored prepared by the intake and not run yet: job id -> message id
         # (an agent's deletion meanwhile drops its entries: the run checks the store again)
         self._prepared: dict[int, int] = {}
-        self.intake = WebhookIntake(ctx, self.queue, self.typing, self.delivered, self._prepared)
+        # replies an agent deleted lately (ids): a send still waiting for its turn is dropped
+        self.withdrawn = RecentIds(DELIVERED_REMEMBERED)
+        self.intake = WebhookIntake(
+            ctx, self.queue, self.typing, self.delivered, self._prepared, self.withdrawn
+        )
         self.reconciler = Reconciler(ctx, self.intake)
 
     # ------------------------------------------------------------------ notices from others
@@ -158,8 +162,17 @@ class OutboundBridge:
         receipt = self.receipts.job_for(job, "delivered", None)
         ending = Ending(result, receipt, self.receipts.queue.schedule_stored)
         outcome = await deliver_parts(
-            ctx, job, p["discord_id"], chatwoot_message_id=mid, conversation_id=cid, ending=ending
+            ctx,
+            job,
+            p["discord_id"],
+            chatwoot_message_id=mid,
+            conversation_id=cid,
+            ending=ending,
+            still_wanted=lambda: mid not in self.withdrawn,
         )
+        if isinstance(outcome, Withdrawn):  # the deletion's job removes any part sent before
+            log.info("reply %d was deleted by an agent before it was sent", mid)
+            return {"suppressed": "deleted by an agent", "discord_message_ids": p["sent"]}
         if isinstance(outcome, Undeliverable):
             log.warning(
                 "reply %d of conversation %d cannot reach Discord user %s: %s",

@@ -60,12 +60,14 @@ class WebhookIntake:
         typing: AgentTyping,
         delivered: RecentIds,
         prepared: dict[int, int],
+        withdrawn: RecentIds,
     ) -> None:
         self.ctx = ctx
         self.queue = queue
         self.typing = typing
         self.delivered = delivered
         self._prepared = prepared
+        self._withdrawn = withdrawn
 
     async def accept_webhook(self, body: dict[str, Any]) -> str:
         """Store what must be delivered; ``"stored"``, ``"duplicate"`` or ``"ignored"``.
@@ -204,6 +206,7 @@ class WebhookIntake:
         if conv is None:
             return "ignored"
         if event.deleted:
+            self._withdrawn.add(mid)  # a send waiting for its turn (a rate limit) is dropped
             for job_id in [j for j, m in self._prepared.items() if m == mid]:
                 del self._prepared[job_id]  # its run checks the store for this deletion
             job = await self.queue.submit(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from diswoot.rest.errors import (
     DiscordRateLimited,
     DiscordTokenRejected,
     DiscordUnavailable,
+    RequestWithdrawn,
 )
 from diswoot.rest.gate import RateLimitGate, RestStats
 from diswoot.rest.ratelimit import Route
@@ -105,14 +106,20 @@ class DiscordRest:
         files: Sequence[UploadFile] = (),
         params: Mapping[str, str] | None = None,
         retry_safe: bool | None = None,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> Any:
-        """Send with rate limiting and retries; return the decoded JSON (None for 204)."""
+        """Send with rate limiting and retries; return the decoded JSON (None for 204).
+
+        ``still_wanted`` is asked right before each attempt is sent (after any rate-limit
+        wait): False raises :class:`RequestWithdrawn`, nothing sent."""
         if retry_safe is None:
             retry_safe = route.method in ("GET", "HEAD", "PUT", "DELETE")
         request_kwargs = self._encode(json_body, files)
         failures = limited = 0
         while True:
             async with self._gate.slot(route) as slot:
+                if still_wanted is not None and not still_wanted():
+                    raise RequestWithdrawn(route.key)
                 self.stats.requests += 1
                 self.stats.by_route[route.key] += 1
                 try:
@@ -233,8 +240,10 @@ class DiscordRest:
         nonce: str | None = None,
         allowed_mentions: dict[str, Any] | None = None,
         message_reference: dict[str, Any] | None = None,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
-        """Create a message; with ``nonce`` the send is idempotent and retried on 5xx."""
+        """Create a message; with ``nonce`` the send is idempotent and retried on 5xx;
+        ``still_wanted`` as for :meth:`_request`."""
         body: dict[str, Any] = {
             "allowed_mentions": allowed_mentions if allowed_mentions is not None else {"parse": []}
         }
@@ -250,7 +259,11 @@ class DiscordRest:
             body["enforce_nonce"] = True
         route = Route.of("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
         result: dict[str, Any] = await self._request(
-            route, json_body=body, files=files, retry_safe=nonce is not None
+            route,
+            json_body=body,
+            files=files,
+            retry_safe=nonce is not None,
+            still_wanted=still_wanted,
         )
         return result
 

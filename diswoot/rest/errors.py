@@ -53,6 +53,11 @@ class DiscordRateLimited(DiscordHTTPError):
         self.retry_after = retry_after
 
 
+class RequestWithdrawn(Exception):
+    """The caller's ``still_wanted`` said no when the request's turn came (after a rate-limit
+    wait): nothing was sent."""
+
+
 class DiscordUnavailable(UpstreamError):
     """Network failure or 5xx that persisted through the retries; transient."""
 

@@ -85,16 +85,17 @@ async def test_a_reply_deleted_before_delivery_is_never_sent(tmp_path: Path) -> 
 async def test_a_reply_deleted_while_it_waits_out_a_rate_limit_is_never_sent(
     tmp_path: Path,
 ) -> None:
-    """Discord answered 429 (retry after 2 s): the attempt waits in the rate-limit gate. The
+    """Discord answered 429 (retry after 5 s): the attempt waits in the rate-limit gate. The
     agent deletes the reply meanwhile: when its turn comes it is not sent (before, it was
     sent and then deleted, the user notified of a message the agent had taken back)."""
     with trio.fail_after(CEILING):
         async with bridge_world(tmp_path) as world:
             cid = await agent_conversation(world)
-            world.discord.fail_next("POST", r"/channels/\d+/messages$", 429, retry_after=2)
+            world.discord.fail_next("POST", r"/channels/\d+/messages$", 429, retry_after=5)
             reply = await world.chatwoot.agent_reply(cid, "oops, wrong customer")
             await world.wait_for(lambda: world.discord.responses_429 == 1)
-            await world.chatwoot.delete_message(cid, reply["id"])
+            await world.chatwoot.delete_message(cid, reply["id"])  # returns once it is stored
+            assert texts(world) == []  # the reply still waits out its 5 s
             job = await finished_job(world, f"msg:{reply['id']}")
             assert job.result == {"suppressed": "deleted by an agent", "discord_message_ids": []}
             deletion = await finished_job(world, f"delete:{reply['id']}")
